@@ -1,0 +1,81 @@
+"""Loader nodes: SD3.5 checkpoints and diffusion models, quantized to FP8 while loading."""
+import os
+
+import folder_paths
+
+from ..quant.errors import SD35FP8Error
+from ..quant.policy import DEFAULT_POLICY, POLICIES
+from .model_loading import load_mmdit, load_text_encoders, load_vae, open_sd35_file, resolve_model_file
+
+CATEGORY = "loaders/SD3.5 FP8"
+POLICY_INPUT = (list(POLICIES), {"default": DEFAULT_POLICY, "tooltip": "\n".join(
+    f"{p.name}: {p.description}" for p in POLICIES.values())})
+
+CLIP_OUTPUT, VAE_OUTPUT = 1, 2
+
+
+def connected_outputs(prompt, unique_id):
+    return {value[1] for node in (prompt or {}).values() for value in node.get("inputs", {}).values()
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(unique_id)}
+
+
+class SD35FP8CheckpointLoader:
+    DESCRIPTION = ("Loads an SD3.5 single-file checkpoint (Large, Large Turbo, Medium) and stores its "
+                   "MMDiT in FP8 with per-channel scales; the final layer and embedders stay in the "
+                   "compute dtype. Text encoders and VAE come from the file when it has them.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),),
+                             "policy": POLICY_INPUT},
+                "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}}
+
+    def load(self, ckpt_name, policy, prompt=None, unique_id=None):
+        header, contents = open_sd35_file(resolve_model_file("checkpoints", ckpt_name))
+        wanted = connected_outputs(prompt, unique_id)
+        # Like stock CheckpointLoaderSimple, a missing part is fine while nothing uses it.
+        if CLIP_OUTPUT in wanted and not contents.text_encoders:
+            raise SD35FP8Error(
+                f"{ckpt_name} has no text encoders (the official SD3.5 Large file ships without them). "
+                "Take CLIP from a TripleCLIPLoader (clip_l.safetensors, clip_g.safetensors, "
+                "t5xxl_fp16.safetensors in models/text_encoders) or a DualCLIPLoader (type sd3, without "
+                "T5) instead of this node's CLIP output.")
+        if VAE_OUTPUT in wanted and not contents.vae_keys:
+            raise SD35FP8Error(
+                f"{ckpt_name} has no VAE. Take the VAE from a Load VAE node with an SD3 VAE file in "
+                "models/vae instead of this node's VAE output, or use Load SD3.5 Diffusion Model (FP8).")
+        model, _ = load_mmdit(header, contents, POLICIES[policy])
+        clip = load_text_encoders(header, contents) if CLIP_OUTPUT in wanted else None
+        vae = load_vae(header, contents) if VAE_OUTPUT in wanted else None
+        return model, clip, vae
+
+
+class SD35FP8DiffusionModelLoader:
+    DESCRIPTION = ("Loads an SD3.5 MMDiT from models/diffusion_models (or a full checkpoint placed "
+                   "there) and stores it in FP8 with per-channel scales.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"unet_name": (folder_paths.get_filename_list("diffusion_models"),),
+                             "policy": POLICY_INPUT}}
+
+    def load(self, unet_name, policy):
+        header, contents = open_sd35_file(resolve_model_file("diffusion_models", unet_name))
+        model, _ = load_mmdit(header, contents, POLICIES[policy])
+        return (model,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "SD35FP8CheckpointLoader": SD35FP8CheckpointLoader,
+    "SD35FP8DiffusionModelLoader": SD35FP8DiffusionModelLoader,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SD35FP8CheckpointLoader": "Load SD3.5 Checkpoint (FP8)",
+    "SD35FP8DiffusionModelLoader": "Load SD3.5 Diffusion Model (FP8)",
+}

@@ -1,0 +1,39 @@
+"""FP8 e4m3fn weight scales, quantization and dequantization.
+
+A quantized weight is `weight_fp8 * weight_scale`: one fp32 scale per output channel (shape
+(out, 1)) or one per tensor (shape ()), each absmax / 448 so the largest value lands on the
+largest finite e4m3fn number.
+"""
+import torch
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8_DTYPE).max
+# An all-zero row would get a zero scale and 0 / 0 = NaN; the smallest normal fp32 keeps it 0.
+_MIN_SCALE = torch.finfo(torch.float32).tiny
+
+GRANULARITIES = ("per_channel", "per_tensor")
+
+
+def weight_scale(weight: torch.Tensor, granularity: str = "per_channel") -> torch.Tensor:
+    absmax = weight.detach().abs().float()
+    if granularity == "per_channel":
+        absmax = absmax.amax(dim=tuple(range(1, weight.ndim)), keepdim=True)
+    elif granularity == "per_tensor":
+        absmax = absmax.amax()
+    else:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    return (absmax / FP8_MAX).clamp_min(_MIN_SCALE)
+
+
+def quantize_with_scale(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (weight.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+
+
+def quantize_weight(weight: torch.Tensor, granularity: str = "per_channel"):
+    """Returns (weight_fp8, weight_scale)."""
+    scale = weight_scale(weight, granularity)
+    return quantize_with_scale(weight, scale), scale
+
+
+def dequantize_weight(weight_fp8: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    return (weight_fp8.to(torch.float32) * scale.to(device=weight_fp8.device)).to(dtype)

@@ -1,0 +1,95 @@
+"""What a checkpoint holds: which parts (MMDiT, text encoders, VAE) and which SD3.5 model.
+
+Read from key names and shapes alone, so no tensor data is loaded to decide.
+"""
+import os
+from dataclasses import dataclass
+
+from .errors import SD35FP8Error
+from .safetensors_file import SafetensorsHeader
+
+CHECKPOINT_MMDIT_PREFIX = "model.diffusion_model."
+TEXT_ENCODER_PREFIXES = {"clip_l": "text_encoders.clip_l.transformer.",
+                         "clip_g": "text_encoders.clip_g.transformer.",
+                         "t5xxl": "text_encoders.t5xxl.transformer."}
+VAE_PREFIX = "first_stage_model."
+
+# Keys that identify other model families: (family, keys that must all be present, without prefix)
+OTHER_FAMILIES = (
+    ("Flux", ("double_blocks.0.img_attn.qkv.weight",)),
+    ("SDXL", ("input_blocks.0.0.weight", "label_emb.0.0.weight")),
+    ("SD 1.x/2.x", ("input_blocks.0.0.weight",)),
+    ("a diffusers-format SD3 transformer", ("transformer_blocks.0.attn.to_q.weight", "pos_embed.proj.weight")),
+)
+
+
+@dataclass(frozen=True)
+class MMDiTInfo:
+    model_name: str  # "SD3.5 Large", "SD3.5 Medium", ...
+    depth: int
+    hidden_size: int
+    attn2_blocks: int
+    qk_norm: bool
+
+
+@dataclass(frozen=True)
+class CheckpointContents:
+    mmdit_prefix: str  # "model.diffusion_model." in single files, "" in diffusion-model files
+    mmdit_keys: tuple  # full key names in the file
+    mmdit: MMDiTInfo
+    text_encoders: tuple  # subset of ("clip_l", "clip_g", "t5xxl"), in that order
+    text_encoder_keys: dict  # encoder -> full key names
+    vae_keys: tuple
+
+
+def _identify_mmdit(tensors, prefix, metadata) -> MMDiTInfo:
+    x_embedder = tensors[prefix + "x_embedder.proj.weight"]
+    depth = x_embedder.shape[0] // 64
+    qk_norm = prefix + "joint_blocks.0.x_block.attn.ln_q.weight" in tensors
+    attn2_blocks = sum(1 for k in tensors if k.startswith(prefix + "joint_blocks.") and k.endswith("x_block.attn2.qkv.weight"))
+    title = " ".join(str(metadata.get(k, "")) for k in ("modelspec.title", "modelspec.architecture")).lower()
+    if depth == 38 and qk_norm:
+        model_name = "SD3.5 Large Turbo" if "turbo" in title else "SD3.5 Large"
+    elif depth == 24 and qk_norm and attn2_blocks:
+        model_name = "SD3.5 Medium"
+    elif depth == 24 and not qk_norm:
+        model_name = "SD3 Medium"
+    else:
+        model_name = f"SD3-family MMDiT (depth {depth}, not an official size)"
+    return MMDiTInfo(model_name, depth, 64 * depth, attn2_blocks, qk_norm)
+
+
+def _other_family(keys):
+    for prefix in (CHECKPOINT_MMDIT_PREFIX, ""):
+        for family, required in OTHER_FAMILIES:
+            if all(prefix + k in keys for k in required):
+                return family
+    return None
+
+
+def read_contents(header: SafetensorsHeader) -> CheckpointContents:
+    tensors = header.tensors
+    name = os.path.basename(header.path)
+    prefix = next((p for p in (CHECKPOINT_MMDIT_PREFIX, "") if p + "x_embedder.proj.weight" in tensors
+                   and p + "joint_blocks.0.x_block.attn.qkv.weight" in tensors), None)
+    if prefix is None:
+        family = _other_family(tensors)
+        found = f"it is {family}" if family else "it has no SD3 MMDiT weights (no x_embedder / joint_blocks keys)"
+        raise SD35FP8Error(
+            f"{name} is not an SD3 / SD3.5 model: {found}. This loader only takes SD3.5 Large, "
+            "Large Turbo and Medium; load other models with ComfyUI's own loaders.")
+    in_channels = tensors[prefix + "x_embedder.proj.weight"].shape[1]
+    if in_channels != 16:
+        raise SD35FP8Error(f"{name} is not an SD3 / SD3.5 model: its MMDiT takes {in_channels} latent channels, SD3 takes 16.")
+    mmdit_keys = tuple(k for k in tensors if k.startswith(prefix)) if prefix else tuple(
+        k for k in tensors if not k.startswith(("text_encoders.", VAE_PREFIX)))
+    text_encoder_keys = {te: tuple(k for k in tensors if k.startswith(p)) for te, p in TEXT_ENCODER_PREFIXES.items()}
+    text_encoder_keys = {te: keys for te, keys in text_encoder_keys.items() if keys}
+    return CheckpointContents(
+        mmdit_prefix=prefix,
+        mmdit_keys=mmdit_keys,
+        mmdit=_identify_mmdit(tensors, prefix, header.metadata),
+        text_encoders=tuple(text_encoder_keys),
+        text_encoder_keys=text_encoder_keys,
+        vae_keys=tuple(k for k in tensors if k.startswith(VAE_PREFIX)),
+    )

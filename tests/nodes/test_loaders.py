@@ -1,0 +1,112 @@
+"""Our loader nodes inside the real ComfyUI (in-process), on tiny SD3.5-layout checkpoints."""
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.fixtures.tiny_sd3 import write_checkpoint, write_diffusion_model
+
+# Output of the whole tiny MMDiT with fp8 linears vs the unquantized model, on random inputs.
+# Per-channel fp8 weights carry about 2.5% error each; through two joint blocks the output
+# stays under 5% (measured 1.5-2.5%).
+OUTPUT_ERROR_BOUND = 0.05
+CLIP_AND_VAE_CONNECTED = {"9": {"inputs": {"clip": ["1", 1], "vae": ["1", 2]}}}
+
+
+def relative_error(approx, reference):
+    return ((approx.double() - reference.double()).norm() / reference.double().norm()).item()
+
+
+def load_checkpoint(pack, name, policy, prompt=CLIP_AND_VAE_CONNECTED):
+    return pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]().load(name, policy, prompt=prompt, unique_id="1")
+
+
+def mmdit_output(model_patcher, inputs):
+    with torch.no_grad():
+        return model_patcher.model.diffusion_model(**inputs).float()
+
+
+def random_inputs(hidden_tokens=77):
+    return {"x": torch.randn(2, 16, 16, 16), "timesteps": torch.rand(2) * 1000,
+            "context": torch.randn(2, hidden_tokens, 4096), "y": torch.randn(2, 2048)}
+
+
+@pytest.mark.parametrize("variant", ["large", "medium"])
+def test_fp8_model_matches_unquantized_and_keeps_high_precision_layers(pack, models_dir, variant):
+    write_checkpoint(models_dir / "checkpoints" / f"{variant}.safetensors", variant=variant,
+                     seed=int(torch.randint(0, 10**6, ())))
+    fp8_model, clip, vae = load_checkpoint(pack, f"{variant}.safetensors", "fp8_default")
+    reference, _, _ = load_checkpoint(pack, f"{variant}.safetensors", "off")
+    inputs = random_inputs()
+    assert relative_error(mmdit_output(fp8_model, inputs), mmdit_output(reference, inputs)) <= OUTPUT_ERROR_BOUND
+
+    compute_dtype = fp8_model.model.get_dtype()
+    diffusion_model = fp8_model.model.diffusion_model
+    params = dict(diffusion_model.named_parameters())
+    for name in ("final_layer.linear.weight", "final_layer.adaLN_modulation.1.weight", "x_embedder.proj.weight",
+                 "t_embedder.mlp.0.weight", "y_embedder.mlp.2.weight", "context_embedder.weight",
+                 "joint_blocks.0.x_block.attn.ln_q.weight"):
+        assert params[name].dtype == compute_dtype, name
+    quantized = [n for n, m in diffusion_model.named_modules() if getattr(m, "weight_scale", None) is not None]
+    assert all(params[n + ".weight"].dtype == torch.float8_e4m3fn for n in quantized)
+    # block 0: 5 + 5 linears (+ attn2 qkv/proj in Medium); block 1: pre-only context 2 + x 5
+    assert len(quantized) == 17 + (2 if variant == "medium" else 0)
+    assert len(quantized) == sum(1 for p in params.values() if p.dtype == torch.float8_e4m3fn)
+    assert fp8_model.model_size() < reference.model_size()
+    assert clip is not None and vae is not None
+
+
+def test_memory_accounting_is_real_storage(pack, models_dir):
+    write_checkpoint(models_dir / "checkpoints" / "mem.safetensors")
+    fp8_model, _, _ = load_checkpoint(pack, "mem.safetensors", "fp8_default", prompt={})
+    stored = sum(t.numel() * t.element_size() for t in fp8_model.model.state_dict().values())
+    assert fp8_model.model_size() == stored
+
+
+def test_unconnected_parts_are_not_loaded(pack, models_dir):
+    write_checkpoint(models_dir / "checkpoints" / "no_te.safetensors", clip_l=False, vae=False)
+    model, clip, vae = load_checkpoint(pack, "no_te.safetensors", "fp8_default", prompt={})
+    assert model is not None and clip is None and vae is None
+
+
+@pytest.mark.parametrize("output,message", [("clip", "has no text encoders"), ("vae", "has no VAE")])
+def test_missing_parts_that_are_connected_raise(pack, models_dir, output, message):
+    write_checkpoint(models_dir / "checkpoints" / "bare.safetensors", clip_l=False, vae=False)
+    prompt = {"9": {"inputs": {output: ["1", 1 if output == "clip" else 2]}}}
+    with pytest.raises(pack.quant.errors.SD35FP8Error, match=f"bare.safetensors {message}"):
+        load_checkpoint(pack, "bare.safetensors", "fp8_default", prompt=prompt)
+
+
+def test_diffusion_model_loader(pack, models_dir):
+    write_diffusion_model(models_dir / "diffusion_models" / "dm.safetensors", variant="medium")
+    (model,) = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load("dm.safetensors", "fp8_keep_adaln")
+    diffusion_model = model.model.diffusion_model
+    assert diffusion_model.joint_blocks[0].x_block.attn2.qkv.weight.dtype == torch.float8_e4m3fn
+    assert diffusion_model.joint_blocks[0].x_block.adaLN_modulation[1].weight.dtype == model.model.get_dtype()
+    assert torch.isfinite(mmdit_output(model, random_inputs())).all()
+
+
+def test_stock_lora_loader_patches_fp8_layers_and_unpatches_exactly(pack, models_dir, tmp_path):
+    import folder_paths
+    import nodes
+    write_checkpoint(models_dir / "checkpoints" / "lora_base.safetensors")
+    model, clip, _ = load_checkpoint(pack, "lora_base.safetensors", "fp8_default", prompt={})
+    layer = model.model.diffusion_model.joint_blocks[0].x_block.attn.qkv
+    out_features, in_features = layer.weight.shape
+    rank = 4
+    up, down = torch.randn(out_features, rank) * 0.08, torch.randn(rank, in_features) * 0.08
+    (tmp_path / "loras").mkdir()
+    save_file({"lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight": up,
+               "lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight": down},
+              str(tmp_path / "loras" / "tiny_lora.safetensors"))
+    folder_paths.add_model_folder_path("loras", str(tmp_path / "loras"), is_default=True)
+
+    stored_before = layer.weight.detach().clone()
+    weight_before = stored_before.float() * layer.weight_scale
+    patched, _ = nodes.LoraLoader().load_lora(model, clip, "tiny_lora.safetensors", 1.0, 0.0)
+    patched.patch_model()
+    assert layer.weight.dtype == torch.float8_e4m3fn
+    expected = weight_before + up @ down
+    assert relative_error(layer.weight.float() * layer.weight_scale, expected) <= 0.04
+    assert relative_error(weight_before, expected) > 0.1, "the LoRA must change the layer"
+    patched.unpatch_model()
+    assert torch.equal(layer.weight.view(torch.uint8), stored_before.view(torch.uint8))
