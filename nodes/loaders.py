@@ -11,6 +11,11 @@ CATEGORY = "loaders/SD3.5 FP8"
 POLICY_INPUT = (list(POLICIES), {"default": DEFAULT_POLICY, "tooltip": "\n".join(
     f"{p.name}: {p.description}" for p in POLICIES.values())})
 
+COMPUTE_INPUT = (["auto", "weight_only"], {"default": "auto", "tooltip":
+                 "auto: FP8 tensor-core matmuls where the GPU has them (compute capability 8.9+: "
+                 "Ada, Hopper, Blackwell), weight-only FP8 elsewhere. weight_only: always dequantize "
+                 "the weights and multiply in the compute dtype."})
+
 CLIP_OUTPUT, VAE_OUTPUT = 1, 2
 
 
@@ -30,10 +35,10 @@ class SD35FP8CheckpointLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),),
-                             "policy": POLICY_INPUT},
+                             "policy": POLICY_INPUT, "compute": COMPUTE_INPUT},
                 "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}}
 
-    def load(self, ckpt_name, policy, prompt=None, unique_id=None):
+    def load(self, ckpt_name, policy, compute="auto", prompt=None, unique_id=None):
         header, contents = open_sd35_file(resolve_model_file("checkpoints", ckpt_name))
         wanted = connected_outputs(prompt, unique_id)
         # Like stock CheckpointLoaderSimple, a missing part is fine while nothing uses it.
@@ -47,7 +52,7 @@ class SD35FP8CheckpointLoader:
             raise SD35FP8Error(
                 f"{ckpt_name} has no VAE. Take the VAE from a Load VAE node with an SD3 VAE file in "
                 "models/vae instead of this node's VAE output, or use Load SD3.5 Diffusion Model (FP8).")
-        model, _ = load_mmdit(header, contents, POLICIES[policy])
+        model, _, _ = load_mmdit(header, contents, POLICIES[policy], force_weight_only=compute == "weight_only")
         clip = load_text_encoders(header, contents) if CLIP_OUTPUT in wanted else None
         vae = load_vae(header, contents) if VAE_OUTPUT in wanted else None
         return model, clip, vae
@@ -63,11 +68,11 @@ class SD35FP8DiffusionModelLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"unet_name": (folder_paths.get_filename_list("diffusion_models"),),
-                             "policy": POLICY_INPUT}}
+                             "policy": POLICY_INPUT, "compute": COMPUTE_INPUT}}
 
-    def load(self, unet_name, policy):
+    def load(self, unet_name, policy, compute="auto"):
         header, contents = open_sd35_file(resolve_model_file("diffusion_models", unet_name))
-        model, _ = load_mmdit(header, contents, POLICIES[policy])
+        model, _, _ = load_mmdit(header, contents, POLICIES[policy], force_weight_only=compute == "weight_only")
         return (model,)
 
 

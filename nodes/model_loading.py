@@ -2,17 +2,19 @@
 import logging
 import os
 
+import torch
 import comfy.model_management
 import comfy.sd
 import comfy.supported_models
 import comfy.utils
 import folder_paths
 
+from ..quant.compute_path import choose_compute_path
 from ..quant.errors import SD35FP8Error
 from ..quant.quantize import quantize_state_dict
 from ..quant.safetensors_file import read_header, read_tensors
 from ..quant.sd35_layout import TEXT_ENCODER_PREFIXES, VAE_PREFIX, read_contents
-from .ops import FP8Ops
+from .ops import make_fp8_ops
 
 
 def resolve_model_file(folder, file_name):
@@ -31,23 +33,39 @@ def _strip(prefix, named_tensors):
     return ((name[len(prefix):], tensor) for name, tensor in named_tensors)
 
 
-def load_mmdit(header, contents, policy):
-    """Quantizes while reading, tensor by tensor, and returns (ModelPatcher, QuantReport)."""
-    parameters = sum(_numel(header.tensors[k].shape) for k in contents.mmdit_keys)
-    compute_dtype = comfy.model_management.unet_dtype(
+def compute_path_for_device(device, force_weight_only=False):
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    torch_version = tuple(int(part) for part in torch.__version__.split(".")[:2])
+    return choose_compute_path(device.type, capability, torch_version, force_weight_only)
+
+
+def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_name, policy,
+                    force_weight_only=False):
+    """Quantizes (name, tensor) pairs as they arrive and builds ComfyUI's SD3 model from them.
+
+    Returns (ModelPatcher, QuantReport, ComputePath)."""
+    device = comfy.model_management.get_torch_device()
+    compute_path = compute_path_for_device(device, force_weight_only)
+    # torch._scaled_mm's row-wise mode only writes bf16; stock ComfyUI would often pick fp16.
+    compute_dtype = torch.bfloat16 if compute_path.uses_fp8_matmul else comfy.model_management.unet_dtype(
         model_params=parameters, supported_dtypes=comfy.supported_models.SD3.supported_inference_dtypes)
-    progress = comfy.utils.ProgressBar(len(contents.mmdit_keys))
-    state_dict, report = quantize_state_dict(
-        _strip(contents.mmdit_prefix, read_tensors(header, contents.mmdit_keys)), policy,
-        compute_dtype=compute_dtype, device=comfy.model_management.get_torch_device(),
-        on_tensor=lambda: progress.update(1))
+    progress = comfy.utils.ProgressBar(tensor_count)
+    state_dict, report = quantize_state_dict(named_tensors, policy, compute_dtype=compute_dtype,
+                                             device=device, on_tensor=lambda: progress.update(1))
     model = comfy.sd.load_diffusion_model_state_dict(
-        state_dict, model_options={"custom_operations": FP8Ops, "dtype": compute_dtype})
+        state_dict, model_options={"custom_operations": make_fp8_ops(compute_path), "dtype": compute_dtype})
     if model is None:
-        raise SD35FP8Error(f"{os.path.basename(header.path)}: ComfyUI could not build an SD3 model from its MMDiT weights.")
-    logging.info("[sd35_fp8] %s: %s; compute dtype %s", os.path.basename(header.path),
-                 report.summary(contents.mmdit.model_name), str(compute_dtype).replace("torch.", ""))
-    return model, report
+        raise SD35FP8Error(f"{source_name}: ComfyUI could not build an SD3 model from its MMDiT weights.")
+    logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s: %s", source_name, report.summary(model_name),
+                 str(compute_dtype).replace("torch.", ""), compute_path.name, compute_path.reason)
+    return model, report, compute_path
+
+
+def load_mmdit(header, contents, policy, force_weight_only=False):
+    keys = contents.mmdit_keys
+    parameters = sum(_numel(header.tensors[k].shape) for k in keys)
+    return build_fp8_model(_strip(contents.mmdit_prefix, read_tensors(header, keys)), len(keys), parameters,
+                           contents.mmdit.model_name, os.path.basename(header.path), policy, force_weight_only)
 
 
 def load_text_encoders(header, contents):

@@ -9,7 +9,7 @@ import torch
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max
 # An all-zero row would get a zero scale and 0 / 0 = NaN; the smallest normal fp32 keeps it 0.
-_MIN_SCALE = torch.finfo(torch.float32).tiny
+MIN_SCALE = torch.finfo(torch.float32).tiny
 
 GRANULARITIES = ("per_channel", "per_tensor")
 
@@ -22,7 +22,7 @@ def weight_scale(weight: torch.Tensor, granularity: str = "per_channel") -> torc
         absmax = absmax.amax()
     else:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
-    return (absmax / FP8_MAX).clamp_min(_MIN_SCALE)
+    return (absmax / FP8_MAX).clamp_min(MIN_SCALE)
 
 
 def quantize_with_scale(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

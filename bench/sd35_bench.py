@@ -1,0 +1,215 @@
+"""Stock ComfyUI and this pack side by side, in one process on one GPU, through ComfyUI's own
+sampling (comfy.sample.sample): seconds per step, peak memory, load time and error vs stock.
+
+  python bench/sd35_bench.py --model large --weights gaussian --modes eager compiled --out bench/results
+  python bench/sd35_bench.py --model large --vram-cap-gib 8 --variants stock_fp8 ours_fp8 --out bench/results
+
+Random weights at the real shapes (no weights can be downloaded); one JSON file per run, which
+bench/report.py turns into bench/RESULTS.md and the chart.
+"""
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.comfy_host import import_comfy_in_process  # noqa: E402
+from tests.fixtures.tiny_sd3 import mmdit_state_dict  # noqa: E402
+
+MODELS = {"large": dict(depth=38, pos_embed_max_size=192, attn2_blocks=set(), name="SD3.5 Large"),
+          "medium": dict(depth=24, pos_embed_max_size=384, attn2_blocks=set(range(13)), name="SD3.5 Medium"),
+          "tiny": dict(depth=2, pos_embed_max_size=32, attn2_blocks={0}, name="tiny (smoke test)")}
+VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", "ours_fp8")
+STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
+                 "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
+GIB = 1024 ** 3
+
+
+def random_weights(model, kind, seed=0):
+    spec = MODELS[model]
+    sd = mmdit_state_dict("medium" if spec["attn2_blocks"] else "large", spec["depth"], spec["pos_embed_max_size"],
+                          seed=seed, prefix="", attn2_blocks=spec["attn2_blocks"], device="cuda")
+    if kind == "heavy":
+        # Log-normal per-row magnitudes and 1% of input channels ten times larger, in every
+        # joint-block linear: the outliers real checkpoints have and Gaussian weights lack.
+        generator = torch.Generator().manual_seed(seed + 1)
+        for name, weight in sd.items():
+            if name.startswith("joint_blocks.") and name.endswith(".weight") and weight.ndim == 2:
+                rows = torch.exp(torch.randn(weight.shape[0], 1, generator=generator))
+                columns = torch.ones(1, weight.shape[1])
+                columns[0, torch.randperm(weight.shape[1], generator=generator)[: max(1, weight.shape[1] // 100)]] = 10
+                sd[name] = (weight.float() * rows * columns).to(weight.dtype)
+    return sd
+
+
+def conditioning(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    def cond():
+        return [[torch.randn(1, 154, 4096, generator=generator) * 0.5,
+                 {"pooled_output": torch.randn(1, 2048, generator=generator) * 0.5}]]
+    return cond(), cond()
+
+
+def build(variant, weights, pack):
+    import comfy.sd
+    if variant in STOCK_OPTIONS:
+        return comfy.sd.load_diffusion_model_state_dict(dict(weights), model_options=dict(STOCK_OPTIONS[variant]))
+    from sd35_fp8.nodes.model_loading import build_fp8_model
+    from sd35_fp8.quant.policy import POLICIES
+    total = sum(t.numel() for t in weights.values())
+    model, _, _ = build_fp8_model(iter(weights.items()), len(weights), total, "bench", "random weights",
+                                  POLICIES["fp8_default"], force_weight_only=variant == "ours_weight_only")
+    return model
+
+
+def sample(model, size, steps, seed, positive, negative, step_times):
+    import comfy.sample
+    latent = torch.zeros(1, 16, size // 8, size // 8)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    last = [None]
+
+    def callback(step, x0, x, total):
+        torch.cuda.synchronize()
+        now = time.perf_counter()
+        if last[0] is not None:
+            step_times.append(now - last[0])
+        last[0] = now
+
+    torch.cuda.synchronize()
+    last[0] = time.perf_counter()
+    return comfy.sample.sample(model, noise, steps, 4.5, "euler", "sgm_uniform", positive, negative, latent,
+                               seed=seed, callback=callback, disable_pbar=True)
+
+
+def one_forward(model, size, seed=0):
+    import comfy.model_management
+    comfy.model_management.load_models_gpu([model])
+    generator = torch.Generator().manual_seed(seed)
+    dtype = model.model.get_dtype()
+    dtype = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else model.model.manual_cast_dtype
+    inputs = dict(x=torch.randn(2, 16, size // 8, size // 8, generator=generator), timesteps=torch.tensor([500.0, 500.0]),
+                  context=torch.randn(2, 154, 4096, generator=generator) * 0.5, y=torch.randn(2, 2048, generator=generator) * 0.5)
+    with torch.no_grad():
+        return model.model.diffusion_model(**{k: v.to("cuda", dtype) for k, v in inputs.items()}).float().cpu()
+
+
+KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
+                ("gemm", ("gemm", "xmma", "cutlass", "nvjet", "scaled_mm", "sm90", "cublas")),
+                ("triton (fused elementwise, quantization)", ("triton",)))
+
+
+def profile_one_step(model, args, positive, negative):
+    """CUDA time of one sampling step by kernel kind, to compare with the floors in fp8.md."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        sample(model, args.size, 1, args.seed, positive, negative, [])
+        torch.cuda.synchronize()
+    totals = {}
+    for event in prof.key_averages():
+        us = event.self_device_time_total
+        if us <= 0:
+            continue
+        name = event.key.lower()
+        kind = next((k for k, needles in KERNEL_KINDS if any(n in name for n in needles)), "other")
+        totals[kind] = totals.get(kind, 0.0) + us / 1000
+    return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def relative_error(out, reference):
+    return float((out.double() - reference.double()).norm() / reference.double().norm())
+
+
+def run_variant(variant, mode, weights, pack, args, positive, negative, references):
+    import comfy.model_management
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    comfy.model_management.unload_all_models()
+    gc.collect()
+    comfy.model_management.soft_empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    model = build(variant, weights, pack)
+    comfy.model_management.load_models_gpu([model])
+    torch.cuda.synchronize()
+    load_seconds = time.perf_counter() - started
+    result = {"variant": variant, "mode": mode, "load_s": round(load_seconds, 2),
+              "dtype": str(model.model.get_dtype()).replace("torch.", "")}
+    if mode == "compiled":
+        model = model.clone()
+        set_torch_compile_wrapper(model=model, backend="inductor")
+    forward = one_forward(model, args.size) if mode == "eager" and not args.vram_cap_gib else None
+    warm = []
+    started = time.perf_counter()
+    sample(model, args.size, 2, args.seed, positive, negative, warm)  # warm-up (and compilation)
+    result["warmup_s"] = round(time.perf_counter() - started, 1)
+    torch._dynamo.utils.counters.clear()
+    torch.cuda.reset_peak_memory_stats()
+    step_times = []
+    latent = sample(model, args.size, args.steps, args.seed, positive, negative, step_times)
+    result.update(s_per_step=round(statistics.median(step_times), 4), step_times=[round(t, 4) for t in step_times],
+                  peak_gib=round(torch.cuda.max_memory_allocated() / GIB, 2),
+                  recompiles=int(sum(torch._dynamo.utils.counters["recompiles"].values())),
+                  model_gib=round(model.model_size() / GIB, 2))
+    if forward is not None:
+        references.setdefault("forward", forward)
+        result["forward_error"] = round(relative_error(forward, references["forward"]), 4)
+    if f"{variant}_{mode}" in args.profile:
+        result["gpu_ms_by_kind"] = profile_one_step(model, args, positive, negative)
+    references.setdefault("latent", latent)
+    result["latent_error"] = round(relative_error(latent, references["latent"]), 4)
+    print(json.dumps({k: v for k, v in result.items() if k != "step_times"}), flush=True)
+    del model
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=MODELS, default="large")
+    parser.add_argument("--weights", choices=("gaussian", "heavy"), default="gaussian")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vram-cap-gib", type=float, default=0, help="cap GPU memory (ComfyUI offloads the rest)")
+    parser.add_argument("--profile", nargs="*", default=[], help="variant_mode names to profile, e.g. ours_fp8_compiled")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args()
+
+    pack = import_comfy_in_process()
+    import comfy.model_management
+    import comfyui_version
+    total_memory = torch.cuda.get_device_properties(0).total_memory
+    if args.vram_cap_gib:
+        comfy.model_management.EXTRA_RESERVED_VRAM = int(total_memory - args.vram_cap_gib * GIB)
+        torch.cuda.set_per_process_memory_fraction(args.vram_cap_gib * GIB / total_memory)
+    started = time.perf_counter()
+    weights = random_weights(args.model, args.weights, args.seed)
+    print(f"random weights: {sum(t.numel() for t in weights.values()) / 1e9:.3f}B params in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
+    positive, negative = conditioning(args.seed)
+    run = {"model": MODELS[args.model]["name"], "weights": args.weights, "size": args.size, "steps": args.steps,
+           "cfg": 4.5, "batch": 2, "sampler": "euler", "vram_cap_gib": args.vram_cap_gib,
+           "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+           "comfyui": comfyui_version.__version__, "python": platform.python_version(),
+           "command": " ".join(["python"] + sys.argv), "reference": "stock_default eager", "results": []}
+    references = {}
+    # Every error is against stock ComfyUI's default (eager), so that runs first.
+    runs = [("stock_default", "eager")] + [(v, m) for m in args.modes for v in args.variants]
+    for variant, mode in dict.fromkeys(runs):
+        run["results"].append(run_variant(variant, mode, weights, pack, args, positive, negative, references))
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.model}_{args.weights}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
+    (args.out / name).write_text(json.dumps(run, indent=1))
+    print("wrote", args.out / name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The FP8 tensor-core path on a real GPU. CI has none: every test here skips there."""
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+    reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9); CI has no GPU")
+
+LARGE_SHAPES = [(8192, 2432, 7296), (8192, 2432, 2432), (8192, 2432, 9728), (8192, 9728, 2432), (308, 2432, 7296)]
+FP8_MATMUL_BOUND = 0.06
+
+
+def relative_error(approx, reference):
+    return ((approx.double() - reference.double()).norm() / reference.double().norm()).item()
+
+
+@pytest.mark.parametrize("rows,cols", [(8192, 2432), (8192, 9728), (308, 1536), (2, 14592), (7, 100)])
+def test_triton_row_quantization_matches_reference(rows, cols):
+    from quant.fp8_linear import quantize_rows
+    from quant.triton_kernels import quantize_rows_triton
+    x = torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16) * torch.logspace(-3, 3, rows, device="cuda")[:, None]
+    x[0] = 0
+    x[-1, 3] = 1e4
+    out = torch.full((rows, cols), float("nan"), device="cuda").to(torch.float8_e4m3fn)  # poisoned
+    fast, fast_scale = quantize_rows_triton(x)
+    out.copy_(fast)
+    slow, slow_scale = quantize_rows(x)
+    torch.testing.assert_close(fast_scale, slow_scale, rtol=1e-6, atol=0)
+    assert not torch.isnan(out.float()).any()
+    mismatched = (out.float() != slow.float()).float().mean().item()
+    assert mismatched < 1e-3  # Triton's fp32 division may differ from torch's by one ulp
+    assert relative_error(out.float() * fast_scale, x) <= 0.03
+
+
+@pytest.mark.parametrize("m,k,n", LARGE_SHAPES)
+def test_fp8_linear_on_large_block_shapes_matches_bf16(m, k, n):
+    from quant.fp8_linear import fp8_linear_rowwise
+    from quant.scales import quantize_weight
+    from quant.triton_kernels import quantize_rows_triton
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(n, k, device="cuda") * k ** -0.5
+    bias = torch.randn(n, device="cuda", dtype=torch.bfloat16) * 0.1
+    out = fp8_linear_rowwise(x, *quantize_weight(weight), bias, quantize=quantize_rows_triton)
+    reference = x.double() @ weight.double().t() + bias.double()
+    assert out.dtype == torch.bfloat16 and relative_error(out, reference) <= FP8_MATMUL_BOUND
+
+
+@pytest.fixture(scope="module")
+def tiny_fp8_model():
+    from tests.comfy_host import import_comfy_in_process
+    from tests.fixtures.tiny_sd3 import mmdit_state_dict
+    import_comfy_in_process()
+    from sd35_fp8.nodes.model_loading import build_fp8_model
+    from sd35_fp8.quant.policy import POLICIES
+    weights = mmdit_state_dict("medium", depth=2, prefix="")
+    model, report, path = build_fp8_model(iter(weights.items()), len(weights), 0, "tiny", "tiny",
+                                          POLICIES["fp8_default"])
+    import comfy.model_management
+    comfy.model_management.load_models_gpu([model])
+    return model, path
+
+
+def test_loader_picks_the_fp8_matmul_path(tiny_fp8_model):
+    model, path = tiny_fp8_model
+    assert path.name == "fp8_matmul_rowwise"
+    layer = model.model.diffusion_model.joint_blocks[0].x_block.attn.qkv
+    assert layer.compute_path == path and layer.weight.dtype == torch.float8_e4m3fn and layer.weight.is_cuda
+
+
+def test_joint_block_compiles_without_graph_breaks_or_recompiles(tiny_fp8_model):
+    model, _ = tiny_fp8_model
+    block = model.model.diffusion_model.joint_blocks[0]
+    hidden = 128
+    def inputs():
+        return (torch.randn(2, 154, hidden, device="cuda", dtype=torch.bfloat16),
+                torch.randn(2, 256, hidden, device="cuda", dtype=torch.bfloat16),
+                torch.randn(2, hidden, device="cuda", dtype=torch.bfloat16))
+    context, x, c = inputs()
+    torch.set_grad_enabled(False)  # ComfyUI samples without autograd; _scaled_mm has no backward
+    explanation = torch._dynamo.explain(block)(context, x, c=c)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(block, fullgraph=True)
+    torch._dynamo.utils.counters.clear()
+    eager_out = block(context, x, c=c)
+    compiled_out = compiled(context, x, c=c)
+    for step in range(3):
+        compiled(*inputs()[:2], c=inputs()[2])
+    assert not torch._dynamo.utils.counters["recompiles"]
+    torch.set_grad_enabled(True)
+    for eager, fast in zip(eager_out, compiled_out):
+        assert relative_error(fast, eager) <= 0.02
+
+
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_triton_dequantize_matches_reference(granularity):
+    from quant.scales import dequantize_weight, quantize_weight
+    from quant.triton_kernels import dequantize_triton
+    weight_fp8, scale = quantize_weight(torch.randn(2432, 9728 + 5, device="cuda"), granularity)
+    out = dequantize_triton(weight_fp8, scale, torch.bfloat16)
+    torch.testing.assert_close(out, dequantize_weight(weight_fp8, scale, torch.bfloat16), rtol=0, atol=0)
