@@ -8,9 +8,14 @@ ModelPatcher (LoRA) works on the stored fp8 values cast to a float dtype: `conve
 turns them into real weights, `set_weight` requantizes a patched weight with the same scale, so
 unpatching, which restores only `weight`, restores the layer exactly.
 """
+import inspect
+
 import torch
 import comfy.float
+import comfy.lora
+import comfy.model_patcher
 import comfy.ops
+import comfy.utils
 from comfy.ops import cast_bias_weight, uncast_bias_weight
 
 from ..quant.compute_path import FP8_ROWWISE, FP8_TENSORWISE, ComputePath
@@ -45,6 +50,31 @@ def _linear_for(compute_path: ComputePath):
     return lambda x, w, s, b: weight_only_linear(x, w, s, b, dequantize=_dequantize)
 
 
+# ComfyUI 0.33+ (dynamic VRAM): cast_bias_weight can apply a LoRA in a float dtype and requantize it
+# to the stored dtype (compute_dtype, want_requant); 0.3.x has no such arguments.
+_CAST_REQUANT_ARGS = "want_requant" in inspect.signature(cast_bias_weight).parameters
+_string_to_seed = getattr(comfy.utils, "string_to_seed", None) or comfy.model_patcher.string_to_seed
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class _ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
+    """A LoRA applied at call time (low VRAM, dynamic VRAM) to an FP8Linear: patches the real
+    weight (stored values x scale) and returns stored-domain values, as ComfyUI 0.3.x's
+    LowVramPatch did through convert_weight/set_weight. ComfyUI 0.33's LowVramPatch no longer
+    calls them and would add the LoRA to the unscaled fp8 values. Installed by swapping the class
+    of ComfyUI's own patch object, which keeps its identity, prepared patches and pins."""
+
+    def __call__(self, weight):
+        layer = self.sd35_fp8_layer
+        compute = weight.dtype if weight.dtype in _FLOAT_DTYPES else torch.float32
+        patches = getattr(self, "prepared_patches", None)
+        if patches is None:
+            patches = self.patches[self.key]
+        real = layer.convert_weight(weight.to(compute))
+        real = comfy.lora.calculate_weight(patches, real, self.key, intermediate_dtype=compute)
+        return layer.set_weight(real, seed=_string_to_seed(self.key), return_weight=True).to(compute)
+
+
 class FP8Linear(comfy.ops.manual_cast.Linear):
     compute_path: ComputePath  # set per model by make_fp8_ops
 
@@ -63,13 +93,24 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
+    def _own_lowvram_patches(self):
+        for patch in (*self.weight_function, getattr(self, "weight_lowvram_function", None)):
+            if type(patch) is comfy.model_patcher.LowVramPatch:
+                patch.__class__ = _ScaledLowVramPatch
+                patch.sd35_fp8_layer = self
+
     def forward_comfy_cast_weights(self, input):
         if self.weight_scale is None:
             return super().forward_comfy_cast_weights(input)
+        self._own_lowvram_patches()
         if self.weight_function or self.bias_function:
             return self._forward_patched_per_call(input)
+        # 0.33 dynamic VRAM keeps a LoRA in weight_lowvram_function, not weight_function: let
+        # cast_bias_weight apply it in input.dtype and requantize to fp8 (a no-op without a LoRA).
+        requant = {"compute_dtype": input.dtype, "want_requant": True} if _CAST_REQUANT_ARGS else {}
         weight, bias, offload_stream = cast_bias_weight(self, input, dtype=self.weight.dtype,
-                                                        bias_dtype=input.dtype, offloadable=True)
+                                                        bias_dtype=input.dtype, offloadable=True,
+                                                        **requant)
         out = self.linear(input, weight, self.weight_scale.to(device=input.device), bias)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
@@ -83,17 +124,23 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
 
-    # ModelPatcher finds these on every Linear; kept layers pass through unchanged.
+    # ModelPatcher finds these on every Linear; kept layers pass through unchanged. So does a
+    # tensor still in the stored fp8 dtype: 0.33's dynamic VRAM force-loads small layers through
+    # patch_weight_to_device(force_cast=True), which passes the raw fp8 weight when no LoRA
+    # touches it (and fp8 has no mul/div kernels).
     def convert_weight(self, weight, inplace=False, **kwargs):
-        if self.weight_scale is None:
+        if self.weight_scale is None or weight.dtype == self.weight.dtype:
             return weight
         scale = self.weight_scale.to(device=weight.device, dtype=weight.dtype)
         return weight.mul_(scale) if inplace else weight * scale
 
     def set_weight(self, weight, inplace_update=False, seed=None, return_weight=False, **kwargs):
-        if self.weight_scale is not None:
-            weight = weight / self.weight_scale.to(device=weight.device, dtype=weight.dtype)
-        stored = comfy.float.stochastic_rounding(weight, self.weight.dtype, seed=seed)
+        if weight.dtype == self.weight.dtype:
+            stored = weight
+        else:
+            if self.weight_scale is not None:
+                weight = weight / self.weight_scale.to(device=weight.device, dtype=weight.dtype)
+            stored = comfy.float.stochastic_rounding(weight, self.weight.dtype, seed=seed)
         if return_weight:
             return stored
         if inplace_update:

@@ -85,7 +85,10 @@ def test_diffusion_model_loader(pack, models_dir):
     assert torch.isfinite(mmdit_output(model, random_inputs())).all()
 
 
-def test_stock_lora_loader_patches_fp8_layers_and_unpatches_exactly(pack, models_dir, tmp_path):
+@pytest.fixture
+def lora_on_fp8_layer(pack, models_dir, tmp_path):
+    """A model from our loader, a rank-4 LoRA on one fp8 layer through the stock LoraLoader, and
+    what that layer must compute with the LoRA merged."""
     import folder_paths
     import nodes
     write_checkpoint(models_dir / "checkpoints" / "lora_base.safetensors")
@@ -99,14 +102,36 @@ def test_stock_lora_loader_patches_fp8_layers_and_unpatches_exactly(pack, models
                "lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight": down},
               str(tmp_path / "loras" / "tiny_lora.safetensors"))
     folder_paths.add_model_folder_path("loras", str(tmp_path / "loras"), is_default=True)
-
-    stored_before = layer.weight.detach().clone()
-    weight_before = stored_before.float() * layer.weight_scale
     patched, _ = nodes.LoraLoader().load_lora(model, clip, "tiny_lora.safetensors", 1.0, 0.0)
+    weight_before = layer.weight.float() * layer.weight_scale
+    return patched, layer, weight_before, weight_before + up @ down
+
+
+# The patched weight is requantized to fp8 with stochastic rounding (ComfyUI's choice): about
+# 3.5% error against the exact merged weight, more than round-to-nearest's 2.5%.
+LORA_BOUND = 0.05
+
+
+def test_stock_lora_loader_patches_fp8_layers_and_unpatches_exactly(lora_on_fp8_layer):
+    patched, layer, weight_before, expected = lora_on_fp8_layer
+    stored_before = layer.weight.detach().clone()
     patched.patch_model()
     assert layer.weight.dtype == torch.float8_e4m3fn
-    expected = weight_before + up @ down
-    assert relative_error(layer.weight.float() * layer.weight_scale, expected) <= 0.04
+    assert relative_error(layer.weight.float() * layer.weight_scale, expected) <= LORA_BOUND
     assert relative_error(weight_before, expected) > 0.1, "the LoRA must change the layer"
     patched.unpatch_model()
+    assert torch.equal(layer.weight.view(torch.uint8), stored_before.view(torch.uint8))
+
+
+def test_lora_applied_per_call_in_low_vram_mode(lora_on_fp8_layer):
+    patched, layer, weight_before, expected = lora_on_fp8_layer
+    stored_before = layer.weight.detach().clone()
+    patched.load(torch.device("cpu"), lowvram_model_memory=1)  # nothing fits: patches run per call
+    x = torch.randn(3, layer.weight.shape[1], dtype=layer.bias.dtype)
+    with torch.no_grad():
+        out = layer(x).float()
+    bias = layer.bias.float()
+    assert relative_error(out, x.float() @ expected.t() + bias) <= LORA_BOUND
+    assert relative_error(out, x.float() @ weight_before.t() + bias) > 0.1
+    patched.detach()
     assert torch.equal(layer.weight.view(torch.uint8), stored_before.view(torch.uint8))
