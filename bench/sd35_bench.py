@@ -112,15 +112,17 @@ def profile_one_step(model, args, positive, negative):
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         sample(model, args.size, 1, args.seed, positive, negative, [])
         torch.cuda.synchronize()
-    totals = {}
+    totals, kernels = {}, []
     for event in prof.key_averages():
-        us = event.self_device_time_total
-        if us <= 0:
+        ms = event.self_device_time_total / 1000
+        if ms <= 0:
             continue
         name = event.key.lower()
         kind = next((k for k, needles in KERNEL_KINDS if any(n in name for n in needles)), "other")
-        totals[kind] = totals.get(kind, 0.0) + us / 1000
-    return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+        totals[kind] = totals.get(kind, 0.0) + ms
+        kernels.append((ms, event.count, event.key[:120]))
+    top = [{"ms": round(ms, 2), "calls": calls, "kernel": name} for ms, calls, name in sorted(kernels, reverse=True)[:15]]
+    return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}, top
 
 
 def relative_error(out, reference):
@@ -161,7 +163,7 @@ def run_variant(variant, mode, weights, pack, args, positive, negative, referenc
         references.setdefault("forward", forward)
         result["forward_error"] = round(relative_error(forward, references["forward"]), 4)
     if f"{variant}_{mode}" in args.profile:
-        result["gpu_ms_by_kind"] = profile_one_step(model, args, positive, negative)
+        result["gpu_ms_by_kind"], result["top_kernels"] = profile_one_step(model, args, positive, negative)
     references.setdefault("latent", latent)
     result["latent_error"] = round(relative_error(latent, references["latent"]), 4)
     print(json.dumps({k: v for k, v in result.items() if k != "step_times"}), flush=True)
