@@ -11,9 +11,12 @@ import folder_paths
 
 from ..quant.compute_path import choose_compute_path
 from ..quant.errors import SD35FP8Error
+from ..quant.formats.comfy_mixed import ModelOrigin
+from ..quant.formats.mmdit_reader import read_mmdit
+from ..quant.formats.model_files import read_model_header
 from ..quant.quantize import quantize_state_dict
-from ..quant.safetensors_file import read_header, read_tensors
-from ..quant.sd35_layout import TEXT_ENCODER_PREFIXES, VAE_PREFIX, read_contents
+from ..quant.safetensors_file import read_tensors
+from ..quant.sd35_layout import VAE_PREFIX, read_contents
 from .ops import make_fp8_ops
 
 
@@ -25,7 +28,7 @@ def resolve_model_file(folder, file_name):
 
 
 def open_sd35_file(path):
-    header = read_header(path)
+    header = read_model_header(path)
     return header, read_contents(header)
 
 
@@ -64,16 +67,12 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
 def load_mmdit(header, contents, policy, force_weight_only=False):
     keys = contents.mmdit_keys
     parameters = sum(_numel(header.tensors[k].shape) for k in keys)
-    return build_fp8_model(_strip(contents.mmdit_prefix, read_tensors(header, keys)), len(keys), parameters,
-                           contents.mmdit.model_name, os.path.basename(header.path), policy, force_weight_only)
-
-
-def load_text_encoders(header, contents):
-    state_dicts = [dict(_strip(TEXT_ENCODER_PREFIXES[te], read_tensors(header, contents.text_encoder_keys[te])))
-                   for te in contents.text_encoders]
-    return comfy.sd.load_text_encoder_state_dicts(
-        state_dicts, embedding_directory=folder_paths.get_folder_paths("embeddings"),
-        clip_type=comfy.sd.CLIPType.SD3)
+    source_name = f"{os.path.basename(header.path)} ({contents.mmdit_storage})"
+    model, report, compute_path = build_fp8_model(read_mmdit(header, contents), len(contents.mmdit_plan), parameters,
+                                                  contents.mmdit.model_name, source_name, policy, force_weight_only)
+    # for the save node (nodes/save.py); clones of the ModelPatcher share `model.model`
+    model.model.sd35_fp8_origin = ModelOrigin(header.files, contents.mmdit.model_name, report)
+    return model, report, compute_path
 
 
 def load_vae(header, contents):

@@ -31,11 +31,12 @@ class QuantPolicy:
     name: str
     description: str
     quantized_layers: tuple  # regexes, full match against the module name
+    keep_reasons: tuple = KEEP_REASONS  # (regex searched in the name, reason); the last must match all
 
     def decide(self, module_name: str) -> LayerDecision:
         if any(re.fullmatch(p, module_name) for p in self.quantized_layers):
             return LayerDecision(module_name, True, "fp8 per this policy")
-        reason = next(r for p, r in KEEP_REASONS if re.search(p, module_name))
+        reason = next(r for p, r in self.keep_reasons if re.search(p, module_name))
         return LayerDecision(module_name, False, reason)
 
 

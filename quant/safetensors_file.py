@@ -7,7 +7,8 @@ tensor data.
 import json
 import os
 import struct
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 import torch
 from safetensors import safe_open
@@ -29,9 +30,18 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class SafetensorsHeader:
-    path: str
+    path: str  # the file, or the index JSON of a sharded model
     tensors: dict  # name -> TensorInfo
     metadata: dict
+    shard_paths: dict = field(default_factory=dict)  # sharded models: name -> shard file
+
+    def file_of(self, name):
+        return self.shard_paths.get(name, self.path)
+
+    @property
+    def files(self):
+        """Every file holding tensors, in order."""
+        return tuple(dict.fromkeys(self.shard_paths.values())) or (self.path,)
 
 
 def read_header(path) -> SafetensorsHeader:
@@ -84,14 +94,37 @@ def read_header(path) -> SafetensorsHeader:
     return SafetensorsHeader(path, tensors, metadata)
 
 
-def read_tensors(header: SafetensorsHeader, names, device="cpu"):
-    """Yields (name, tensor) for `names`, one at a time, refusing NaN or inf values."""
-    file_name = os.path.basename(header.path)
-    with safe_open(header.path, framework="pt", device=str(device)) as f:
+# fp8 converts slowly on the CPU: its inf / NaN are the largest magnitudes as bits (e4m3fn:
+# NaN is 0x7F without the sign; e5m2: 0x7C and up are inf and NaN).
+_FP8_FIRST_NONFINITE = {torch.float8_e4m3fn: 0x7F, torch.float8_e5m2: 0x7C}
+
+
+def _finite(tensor):
+    if tensor.dtype in _FP8_FIRST_NONFINITE:
+        return int((tensor.view(torch.uint8) & 0x7F).amax()) < _FP8_FIRST_NONFINITE[tensor.dtype]
+    # amax propagates NaN and inf, and is several times faster than isfinite().all() on 16-bit floats
+    return bool(torch.isfinite(tensor.abs().amax()))
+
+
+def read_tensors(header: SafetensorsHeader, names, device="cpu", keep_open=True):
+    """Yields (name, tensor) for `names`, one at a time, refusing NaN or inf values.
+
+    keep_open=False opens the file again for every tensor: safetensors memory-maps the file and
+    the pages read stay in the process's resident memory while it is open, so a streaming
+    conversion of a 16 GB model would otherwise grow to the size of the file.
+    """
+    with ExitStack() as files:
+        handles = {}
         for name in names:
-            tensor = f.get_tensor(name)
-            if tensor.is_floating_point() and not torch.isfinite(tensor.float() if tensor.element_size() == 1 else tensor).all():
+            path = header.file_of(name)
+            if path not in handles:
+                handles[path] = files.enter_context(safe_open(path, framework="pt", device=str(device)))
+            tensor = handles[path].get_tensor(name)
+            if not keep_open:
+                del handles[path]
+                files.close()
+            if tensor.is_floating_point() and tensor.numel() and not _finite(tensor):
                 raise SD35FP8Error(
-                    f"{file_name} has NaN or inf values in {name}: the file is damaged or was saved "
+                    f"{os.path.basename(path)} has NaN or inf values in {name}: the file is damaged or was saved "
                     "from a diverged training run. Use another copy of the model.")
             yield name, tensor

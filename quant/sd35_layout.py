@@ -1,11 +1,17 @@
-"""What a checkpoint holds: which parts (MMDiT, text encoders, VAE) and which SD3.5 model.
+"""What a checkpoint holds: which parts (MMDiT, text encoders, VAE), which SD3.5 model, and how
+its MMDiT is stored (names: ComfyUI's or diffusers'; precision: see formats/stored_layers.py).
 
-Read from key names and shapes alone, so no tensor data is loaded to decide.
+Read from key names and shapes (and the few bytes of comfy_quant markers), so no weights are
+loaded to decide.
 """
 import os
 from dataclasses import dataclass
 
 from .errors import SD35FP8Error
+from .formats.comfy_mixed import check_format_version
+from .formats.diffusers_sd3 import diffusers_plan, is_diffusers_sd3
+from .formats.mmdit_reader import PlanEntry
+from .formats.stored_layers import logical_tensors
 from .safetensors_file import SafetensorsHeader
 
 CHECKPOINT_MMDIT_PREFIX = "model.diffusion_model."
@@ -19,7 +25,7 @@ OTHER_FAMILIES = (
     ("Flux", ("double_blocks.0.img_attn.qkv.weight",)),
     ("SDXL", ("input_blocks.0.0.weight", "label_emb.0.0.weight")),
     ("SD 1.x/2.x", ("input_blocks.0.0.weight",)),
-    ("a diffusers-format SD3 transformer", ("transformer_blocks.0.attn.to_q.weight", "pos_embed.proj.weight")),
+    ("a diffusers-format Flux transformer", ("single_transformer_blocks.0.attn.to_q.weight",)),
 )
 
 
@@ -40,13 +46,14 @@ class CheckpointContents:
     text_encoders: tuple  # subset of ("clip_l", "clip_g", "t5xxl"), in that order
     text_encoder_keys: dict  # encoder -> full key names
     vae_keys: tuple
+    mmdit_plan: tuple = ()  # formats.mmdit_reader.PlanEntry for every MMDiT tensor, in ComfyUI's names
+    mmdit_storage: str = ""  # in words: "BF16", "comfy_quant (per-channel scales)", "... , diffusers names"
 
 
-def _identify_mmdit(tensors, prefix, metadata) -> MMDiTInfo:
-    x_embedder = tensors[prefix + "x_embedder.proj.weight"]
-    depth = x_embedder.shape[0] // 64
-    qk_norm = prefix + "joint_blocks.0.x_block.attn.ln_q.weight" in tensors
-    attn2_blocks = sum(1 for k in tensors if k.startswith(prefix + "joint_blocks.") and k.endswith("x_block.attn2.qkv.weight"))
+def _identify_mmdit(shapes, metadata) -> MMDiTInfo:
+    depth = shapes["x_embedder.proj.weight"][0] // 64
+    qk_norm = "joint_blocks.0.x_block.attn.ln_q.weight" in shapes
+    attn2_blocks = sum(1 for k in shapes if k.startswith("joint_blocks.") and k.endswith("x_block.attn2.qkv.weight"))
     title = " ".join(str(metadata.get(k, "")) for k in ("modelspec.title", "modelspec.architecture")).lower()
     if depth == 38 and qk_norm:
         model_name = "SD3.5 Large Turbo" if "turbo" in title else "SD3.5 Large"
@@ -70,26 +77,38 @@ def _other_family(keys):
 def read_contents(header: SafetensorsHeader) -> CheckpointContents:
     tensors = header.tensors
     name = os.path.basename(header.path)
-    prefix = next((p for p in (CHECKPOINT_MMDIT_PREFIX, "") if p + "x_embedder.proj.weight" in tensors
-                   and p + "joint_blocks.0.x_block.attn.qkv.weight" in tensors), None)
-    if prefix is None:
+    # quanto keeps an fp8 weight as `<layer>.weight._data`: detect on the names a plain file has
+    names = {k[: -len("._data")] if k.endswith(".weight._data") else k for k in tensors}
+    prefix = next((p for p in (CHECKPOINT_MMDIT_PREFIX, "") if p + "x_embedder.proj.weight" in names
+                   and p + "joint_blocks.0.x_block.attn.qkv.weight" in names), None)
+    diffusers = prefix is None and is_diffusers_sd3(names)
+    if prefix is None and not diffusers:
         family = _other_family(tensors)
         found = f"it is {family}" if family else "it has no SD3 MMDiT weights (no x_embedder / joint_blocks keys)"
         raise SD35FP8Error(
             f"{name} is not an SD3 / SD3.5 model: {found}. This loader only takes SD3.5 Large, "
             "Large Turbo and Medium; load other models with ComfyUI's own loaders.")
-    in_channels = tensors[prefix + "x_embedder.proj.weight"].shape[1]
-    if in_channels != 16:
-        raise SD35FP8Error(f"{name} is not an SD3 / SD3.5 model: its MMDiT takes {in_channels} latent channels, SD3 takes 16.")
+    check_format_version(header)
     mmdit_keys = tuple(k for k in tensors if k.startswith(prefix)) if prefix else tuple(
         k for k in tensors if not k.startswith(("text_encoders.", VAE_PREFIX)))
+    logical, stored_as = logical_tensors(header, mmdit_keys)
+    if diffusers:
+        plan = diffusers_plan(logical)
+    else:
+        plan = tuple(PlanEntry(k[len(prefix):], s.shape, (s,)) for k, s in logical.items())
+    shapes = {entry.name: entry.shape for entry in plan}
+    in_channels = shapes["x_embedder.proj.weight"][1]
+    if in_channels != 16:
+        raise SD35FP8Error(f"{name} is not an SD3 / SD3.5 model: its MMDiT takes {in_channels} latent channels, SD3 takes 16.")
     text_encoder_keys = {te: tuple(k for k in tensors if k.startswith(p)) for te, p in TEXT_ENCODER_PREFIXES.items()}
     text_encoder_keys = {te: keys for te, keys in text_encoder_keys.items() if keys}
     return CheckpointContents(
-        mmdit_prefix=prefix,
+        mmdit_prefix=prefix or "",
         mmdit_keys=mmdit_keys,
-        mmdit=_identify_mmdit(tensors, prefix, header.metadata),
+        mmdit=_identify_mmdit(shapes, header.metadata),
         text_encoders=tuple(text_encoder_keys),
         text_encoder_keys=text_encoder_keys,
         vae_keys=tuple(k for k in tensors if k.startswith(VAE_PREFIX)),
+        mmdit_plan=plan,
+        mmdit_storage=stored_as + (", diffusers names" if diffusers else ""),
     )

@@ -37,3 +37,22 @@ def test_policy_off_changes_nothing_but_dtype():
     state_dict, report = quantize_state_dict(source.items(), POLICIES["off"], compute_dtype=torch.float32)
     assert not report.quantized_layers and report.bytes_after == report.bytes_before
     assert all(torch.equal(state_dict[k], v.float()) for k, v in source.items())
+
+
+def test_stored_fp8_is_taken_as_stored_or_dequantized_by_the_policy():
+    from quant.quantized_weight import QuantizedWeight
+    from quant.scales import quantize_weight
+    source = mmdit_state_dict("large", depth=1, prefix="")
+    stored = {k: QuantizedWeight(*quantize_weight(v, "per_tensor")) if k.endswith(".weight") and v.ndim == 2 else v
+              for k, v in source.items()}
+    state_dict, report = quantize_state_dict(stored.items(), POLICIES["fp8_keep_adaln"], compute_dtype=torch.float32)
+    qkv, adaln = "joint_blocks.0.x_block.attn.qkv", "joint_blocks.0.x_block.adaLN_modulation.1"
+    assert torch.equal(state_dict[qkv + ".weight"].view(torch.uint8), stored[qkv + ".weight"].weight.view(torch.uint8))
+    assert state_dict[qkv + ".weight_scale"].shape == () and report.granularity == "per_tensor"
+    assert torch.equal(state_dict[adaln + ".weight"], stored[adaln + ".weight"].dequantize(torch.float32))
+    assert torch.equal(state_dict["final_layer.linear.weight"], stored["final_layer.linear.weight"].dequantize(torch.float32))
+    layers = {layer.name: layer for layer in report.layers}
+    assert layers[qkv].reason == "fp8 as stored in the file" and layers[qkv].weight_rel_error is None
+    assert "dequantized from the file's fp8" in layers[adaln].reason
+    assert report.stored_layers and "taken as stored in the file (no re-quantization)" in report.summary("m")
+    assert "worst weight error" not in report.summary("m")

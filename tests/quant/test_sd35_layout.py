@@ -67,3 +67,10 @@ def test_unknown_file(tmp_path):
     path = shapes_only_file(tmp_path / "random.safetensors", {"foo": torch.zeros(3)})
     with pytest.raises(SD35FP8Error, match="no SD3 MMDiT weights"):
         read_contents(read_header(path))
+
+
+def test_diffusers_flux_is_named(tmp_path):
+    path = shapes_only_file(tmp_path / "flux.safetensors", {"single_transformer_blocks.0.attn.to_q.weight": torch.zeros(1, 1),
+                                                           "x_embedder.weight": torch.zeros(1, 1)})
+    with pytest.raises(SD35FP8Error, match="it is a diffusers-format Flux transformer"):
+        read_contents(read_header(path))

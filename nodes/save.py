@@ -1,0 +1,124 @@
+"""Save node: a loaded SD3.5 FP8 model as one .safetensors file, quantized once and reused."""
+import logging
+import os
+
+import comfy.model_management
+import folder_paths
+
+from ..quant.errors import SD35FP8Error
+from ..quant.formats.comfy_mixed import file_metadata, file_tensors, tensor_entries
+from ..quant.policy import POLICIES
+from ..quant.quantize import SCALE_SUFFIX
+from ..quant.quantized_weight import QuantizedWeight
+from ..quant.safetensors_writer import SafetensorsWriter
+from ..quant.sd35_layout import CHECKPOINT_MMDIT_PREFIX
+from .loaders import CATEGORY
+
+FOLDERS = ["diffusion_models", "checkpoints"]
+GRANULARITY_INPUT = (["per_channel", "per_tensor"], {"default": "per_channel", "tooltip":
+                     "per_channel: the loaded FP8 weights bit for bit; only this pack reads the file. "
+                     "per_tensor: each per-channel FP8 weight requantized to one scale per tensor (rounded a "
+                     "second time: about 1.4x the weight error); stock ComfyUI's Load Diffusion Model and Load "
+                     "Checkpoint read it too."})
+
+
+def checked_file_name(file_name):
+    """The name to write in the models folder; refuses anything that could leave it."""
+    name = file_name.strip()
+    if not name.lower().endswith(".safetensors"):
+        name += ".safetensors"
+    if ".." in name or os.path.isabs(name) or any(c in name for c in "/\\:\0") or name == ".safetensors":
+        raise SD35FP8Error(f"File name {file_name!r} is not allowed: give a plain name such as "
+                           "sd3.5_large_fp8.safetensors, without folders, '..' or a drive.")
+    return name
+
+
+def models_folder(folder):
+    """Where to write: an existing folder of that kind, preferably the one named like it
+    (diffusion_models also lists the older models/unet)."""
+    existing = [p for p in folder_paths.get_folder_paths(folder) if os.path.isdir(p)]
+    if not existing:
+        raise SD35FP8Error(f"ComfyUI has no models/{folder} folder: create it, then run again.")
+    return next((p for p in existing if os.path.basename(os.path.normpath(p)) == folder), existing[0])
+
+
+def model_tensors(state_dict):
+    """(name, tensor or QuantizedWeight) of a loaded MMDiT: our FP8 linears keep `weight_scale`
+    beside an fp8 `weight`."""
+    for name, tensor in state_dict.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        scale = state_dict.get(name[: -len(".weight")] + SCALE_SUFFIX) if name.endswith(".weight") else None
+        yield name, tensor if scale is None else QuantizedWeight(tensor, scale)
+
+
+class SD35FP8SaveCheckpoint:
+    DESCRIPTION = (
+        "Saves an SD3.5 MODEL from this pack's loaders as one .safetensors file, so the next load skips "
+        "quantization: in models/diffusion_models (the MMDiT alone) or models/checkpoints (with the CLIP and "
+        "VAE when connected). FP8 layers use ComfyUI's mixed-precision format (fp8 weight, fp32 weight_scale, "
+        "comfy_quant), the rest is bf16; the metadata records the policy, each layer's decision, the scale "
+        "granularity and the source file with its sha256. per_channel keeps the loaded weights bit for bit "
+        "(this pack reads the file); per_tensor requantizes each per-channel FP8 weight to one scale per tensor "
+        "(a second rounding: about 1.4x the weight error) and stock ComfyUI loads it too. LoRAs applied to the "
+        "MODEL are baked in. "
+        "The file is written under a temporary name and appears only when complete.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",),
+                             "folder": (FOLDERS, {"tooltip": "diffusion_models: the MMDiT alone (load it with a "
+                                                  "diffusion model loader); checkpoints: with CLIP and VAE"}),
+                             "file_name": ("STRING", {"default": "sd3.5_fp8.safetensors"}),
+                             "granularity": GRANULARITY_INPUT,
+                             "overwrite": ("BOOLEAN", {"default": False})},
+                "optional": {"clip": ("CLIP",), "vae": ("VAE",)}}
+
+    def save(self, model, folder, file_name, granularity, overwrite, clip=None, vae=None):
+        origin = getattr(model.model, "sd35_fp8_origin", None)
+        if origin is None:
+            raise SD35FP8Error("This MODEL does not come from Load SD3.5 Checkpoint (FP8) or Load SD3.5 Diffusion "
+                               "Model (FP8): connect one of those loaders to the save node's model input.")
+        if folder == "diffusion_models" and (clip is not None or vae is not None):
+            raise SD35FP8Error("A diffusion_models file holds the MMDiT alone: choose the checkpoints folder to "
+                               "save the CLIP and VAE with it, or disconnect them.")
+        name = checked_file_name(file_name)
+        path = os.path.join(models_folder(folder), name)
+        if os.path.exists(path) and not overwrite:
+            raise SD35FP8Error(f"{name} already exists in models/{folder}: choose another file name, or turn "
+                               "overwrite on.")
+
+        # As stock CheckpointSave: the MODEL's own weights, its patches (LoRA) applied.
+        comfy.model_management.load_models_gpu([model] + ([clip.load_model()] if clip is not None else []),
+                                               force_patch_weights=True)
+        mmdit = dict(model_tensors(model.model.diffusion_model.state_dict()))
+        others = {}
+        if clip is not None:
+            others.update(model.model.model_config.process_clip_state_dict_for_saving(clip.get_sd()))
+        if vae is not None:
+            others.update(model.model.model_config.process_vae_state_dict_for_saving(vae.get_sd()))
+        prefix = CHECKPOINT_MMDIT_PREFIX if folder == "checkpoints" else ""
+
+        entries = {key: (tensor.dtype, tuple(tensor.shape)) for key, tensor in others.items()}
+        for key, value in mmdit.items():
+            is_fp8 = isinstance(value, QuantizedWeight)
+            entries.update(tensor_entries(key, (value.weight if is_fp8 else value).shape, is_fp8, granularity, prefix))
+        layers = [(layer.name, layer.quantized, layer.reason) for layer in origin.report.layers]
+        metadata = file_metadata(origin.model_name, POLICIES[origin.report.policy], granularity, layers, origin.files)
+        with SafetensorsWriter(path, entries, metadata, overwrite) as writer:
+            for key, value in mmdit.items():
+                for file_key, tensor in file_tensors(key, value, granularity, prefix):
+                    writer.write(file_key, tensor)
+            for key, tensor in others.items():
+                writer.write(key, tensor)
+        logging.info("[sd35_fp8] saved %s (%s, %s scales, policy %s): %.2f GiB", path, origin.model_name,
+                     granularity, origin.report.policy, os.path.getsize(path) / 1024 ** 3)
+        return {"ui": {"text": [f"{folder}/{name}"]}}
+
+
+NODE_CLASS_MAPPINGS = {"SD35FP8SaveCheckpoint": SD35FP8SaveCheckpoint}
+NODE_DISPLAY_NAME_MAPPINGS = {"SD35FP8SaveCheckpoint": "Save SD3.5 Checkpoint (FP8)"}

@@ -1,0 +1,113 @@
+"""The offline converter, as users run it: `python -m quant convert`, no ComfyUI."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from quant.convert import convert
+from quant.errors import SD35FP8Error
+from quant.policy import POLICIES
+from quant.quantized_weight import QuantizedWeight
+from quant.scales import quantize_weight
+from tests.comfy_host import REPO
+from tests.fixtures import tiny_sd3
+from tests.fixtures.real_size import write_random_mmdit
+from tests.fixtures.quantized_files import read_model, same_bits
+
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def run_cli(*args, cwd=REPO, module="quant"):
+    return subprocess.run([sys.executable, "-m", module, "convert", *map(str, args)], cwd=cwd, env=CLEAN_ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def source_file(tmp_path):
+    return tiny_sd3.write_diffusion_model(tmp_path / "source.safetensors", variant="medium",
+                                          seed=int(torch.randint(0, 10**6, ())))
+
+
+def test_cli_from_the_repository(tmp_path, source_file):
+    result = run_cli(source_file, tmp_path / "fp8.safetensors")
+    assert result.returncode == 0, result.stderr
+    assert "19 linears in FP8" in result.stdout
+    source = load_file(str(source_file))
+    _, read = read_model(tmp_path / "fp8.safetensors")
+    for name, value in read.items():
+        if isinstance(value, QuantizedWeight):
+            expected = QuantizedWeight(*quantize_weight(source[name], "per_channel"))
+            assert same_bits(value.weight, expected.weight) and torch.equal(value.scale, expected.scale)
+        else:
+            assert same_bits(value, source[name]), name
+
+
+@pytest.mark.parametrize("where", ["pack folder", "custom_nodes"])
+def test_cli_from_an_installed_pack(tmp_path, source_file, where):
+    (tmp_path / "custom_nodes").mkdir()
+    (tmp_path / "custom_nodes" / "sd35_fp8").symlink_to(REPO)
+    if where == "pack folder":
+        result = run_cli(source_file, tmp_path / "fp8.safetensors", cwd=tmp_path / "custom_nodes" / "sd35_fp8")
+    else:
+        result = run_cli(source_file, tmp_path / "fp8.safetensors", cwd=tmp_path / "custom_nodes", module="sd35_fp8.quant")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "fp8.safetensors").is_file()
+
+
+def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, source_file):
+    (tmp_path / "fp8.safetensors").write_bytes(b"mine")
+    result = run_cli(source_file, tmp_path / "fp8.safetensors")
+    assert result.returncode == 1 and "fp8.safetensors already exists" in result.stderr
+    assert (tmp_path / "fp8.safetensors").read_bytes() == b"mine"
+    tiny_sd3.write_sdxl_like(tmp_path / "sdxl.safetensors")
+    result = run_cli(tmp_path / "sdxl.safetensors", tmp_path / "out.safetensors")
+    assert result.returncode == 1 and result.stderr.startswith("error: sdxl.safetensors is not an SD3")
+    assert sorted(os.listdir(tmp_path)) == ["fp8.safetensors", "sdxl.safetensors", "source.safetensors"]
+
+
+def test_a_bad_tensor_midway_leaves_no_output(tmp_path):
+    path = tiny_sd3.write_diffusion_model(tmp_path / "source.safetensors")
+    sd = load_file(str(path))
+    sd["joint_blocks.1.x_block.mlp.fc2.weight"][0, 0] = float("nan")
+    save_file(sd, str(path))
+    with pytest.raises(SD35FP8Error, match="NaN or inf values in joint_blocks.1.x_block.mlp.fc2.weight"):
+        convert(path, tmp_path / "out.safetensors", POLICIES["fp8_default"])
+    assert sorted(os.listdir(tmp_path)) == ["source.safetensors"]
+
+
+def test_checkpoint_keeps_text_encoders_and_vae_as_stored(tmp_path):
+    source = tiny_sd3.write_checkpoint(tmp_path / "ckpt.safetensors", clip_l=False)
+    convert(source, tmp_path / "fp8.safetensors", POLICIES["fp8_default"], "per_tensor")
+    original, converted = load_file(str(source)), load_file(str(tmp_path / "fp8.safetensors"))
+    vae_keys = [k for k in original if k.startswith("first_stage_model.")]
+    assert vae_keys and all(same_bits(converted[k], original[k]) for k in vae_keys)
+    assert converted["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"].dtype == torch.float8_e4m3fn
+    contents, _ = read_model(tmp_path / "fp8.safetensors")
+    assert contents.mmdit_prefix == "model.diffusion_model." and contents.vae_keys
+
+
+def test_converting_our_own_file_takes_it_as_stored(tmp_path, source_file):
+    convert(source_file, tmp_path / "a.safetensors", POLICIES["fp8_default"], "per_tensor")
+    convert(tmp_path / "a.safetensors", tmp_path / "b.safetensors", POLICIES["fp8_default"], "per_tensor")
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert a.keys() == b.keys() and all(same_bits(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_peak_memory_on_a_real_size_file(tmp_path):
+    """Six SD3.5 Large joint blocks at real size (2.8 GB bf16): memory follows the largest tensor,
+    not the file, so the figure holds for the whole 16 GB model."""
+    size = write_random_mmdit(tmp_path / "large.safetensors", "large", blocks=6)
+    assert size > 2 * 1024 ** 3
+    measure = ("import resource, runpy, sys; sys.argv = ['quant', 'convert'] + sys.argv[1:]\n"
+               "try:\n    runpy.run_module('quant', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code\n"
+               "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", measure, str(tmp_path / "large.safetensors"),
+                             str(tmp_path / "fp8.safetensors")], cwd=REPO, env=CLEAN_ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    peak_gib = int(result.stdout.split("peak_rss_kib")[1]) / 1024 ** 2
+    print(f"converter peak RSS {peak_gib:.2f} GiB for a {size / 1024 ** 3:.2f} GiB file")
+    assert peak_gib < 2.0

@@ -1,0 +1,93 @@
+import errno
+import os
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from quant import safetensors_writer
+from quant.errors import SD35FP8Error
+from quant.safetensors_writer import SafetensorsWriter
+
+
+def mixed_tensors():
+    return {"b.weight": torch.randn(5, 3).bfloat16(), "a.scale": torch.rand(()), "c.fp8": torch.randn(7, 2).to(torch.float8_e4m3fn),
+            "d.marker": torch.tensor([1, 2, 3], dtype=torch.uint8), "e.half": torch.randn(3).half(), "f.index": torch.arange(3)}
+
+
+def write(path, tensors, metadata=None, order=None, overwrite=False):
+    entries = {k: (t.dtype, tuple(t.shape)) for k, t in tensors.items()}
+    with SafetensorsWriter(path, entries, metadata, overwrite) as writer:
+        for key in order or tensors:
+            writer.write(key, tensors[key])
+
+
+def test_same_bytes_as_safetensors_save_file_in_any_write_order(tmp_path):
+    tensors = mixed_tensors()
+    save_file(tensors, str(tmp_path / "reference.safetensors"))
+    write(tmp_path / "streamed.safetensors", tensors, order=sorted(tensors, reverse=True))
+    assert (tmp_path / "streamed.safetensors").read_bytes() == (tmp_path / "reference.safetensors").read_bytes()
+
+
+def test_metadata_is_written_in_sorted_order(tmp_path):
+    tensors, metadata = mixed_tensors(), {"z": "1", "a": "two"}
+    write(tmp_path / "a.safetensors", tensors, metadata)
+    write(tmp_path / "b.safetensors", tensors, dict(reversed(metadata.items())))
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    with safe_open(str(tmp_path / "a.safetensors"), "pt") as f:
+        assert f.metadata() == metadata
+        assert all(torch.equal(f.get_tensor(k).reshape(-1).view(torch.uint8), v.reshape(-1).view(torch.uint8))
+                   for k, v in tensors.items())
+
+
+def test_refuses_to_overwrite_unless_asked(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"keep me")
+    with pytest.raises(SD35FP8Error, match="model.safetensors already exists"):
+        write(path, mixed_tensors())
+    assert path.read_bytes() == b"keep me"
+    write(path, mixed_tensors(), overwrite=True)
+    assert set(load_file(str(path))) == set(mixed_tensors())
+    assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_disk_full_leaves_nothing_behind(tmp_path, monkeypatch):
+    tensors = mixed_tensors()
+    real_write = safetensors_writer.SafetensorsWriter.write
+
+    def fail_on_third(self, name, tensor):
+        if len(self.written) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(self, name, tensor)
+
+    monkeypatch.setattr(safetensors_writer.SafetensorsWriter, "write", fail_on_third)
+    with pytest.raises(SD35FP8Error, match=r"Could not write model.safetensors .*No space left on device.*Nothing was written"):
+        write(tmp_path / "model.safetensors", tensors)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unwritable_folder_says_why(tmp_path):
+    with pytest.raises(SD35FP8Error, match="Could not write model.safetensors to .*missing"):
+        write(tmp_path / "missing" / "model.safetensors", mixed_tensors())
+
+
+def test_any_error_midway_removes_the_temporary_file(tmp_path):
+    tensors = mixed_tensors()
+    entries = {k: (t.dtype, tuple(t.shape)) for k, t in tensors.items()}
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with SafetensorsWriter(tmp_path / "model.safetensors", entries) as writer:
+            writer.write("b.weight", tensors["b.weight"])
+            raise RuntimeError("interrupted")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_missing_or_mismatched_tensor_is_never_renamed_into_place(tmp_path):
+    tensors = mixed_tensors()
+    with pytest.raises(ValueError, match="never written"):
+        write(tmp_path / "model.safetensors", tensors, order=list(tensors)[:-1])
+    entries = {k: (t.dtype, tuple(t.shape)) for k, t in tensors.items()}
+    with pytest.raises(ValueError, match="planned"):
+        with SafetensorsWriter(tmp_path / "model.safetensors", entries) as writer:
+            writer.write("b.weight", torch.zeros(5, 3))
+    assert os.listdir(tmp_path) == []
