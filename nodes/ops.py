@@ -116,8 +116,9 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         return out
 
     def _forward_patched_per_call(self, input):
-        # LoRA in low-VRAM mode (weight_function): ComfyUI casts the raw fp8 values and patches
-        # them in that domain, like its own scaled-fp8 ops; the scale comes last.
+        # LoRA in low-VRAM mode (weight_function): ComfyUI casts the stored fp8 values to the
+        # compute dtype and runs the patch on them; _ScaledLowVramPatch scales, patches and
+        # requantizes, so the result is still in the stored domain and the scale comes last.
         weight, bias, offload_stream = cast_bias_weight(self, input, offloadable=True)
         weight = weight * self.weight_scale.to(device=weight.device, dtype=weight.dtype)
         out = torch.nn.functional.linear(input, weight, bias)
