@@ -10,7 +10,6 @@ bench/report.py turns into bench/RESULTS.md and the chart.
 import argparse
 import gc
 import json
-import os
 import platform
 import statistics
 import sys
@@ -23,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.comfy_host import import_comfy_in_process  # noqa: E402
 from tests.fixtures.tiny_sd3 import mmdit_state_dict  # noqa: E402
+from tests.numerics import relative_error  # noqa: E402
 
 MODELS = {"large": dict(depth=38, pos_embed_max_size=192, attn2_blocks=set(), name="SD3.5 Large"),
           "medium": dict(depth=24, pos_embed_max_size=384, attn2_blocks=set(range(13)), name="SD3.5 Medium"),
@@ -123,10 +123,6 @@ def profile_one_step(model, args, positive, negative):
         kernels.append((ms, event.count, event.key[:120]))
     top = [{"ms": round(ms, 2), "calls": calls, "kernel": name} for ms, calls, name in sorted(kernels, reverse=True)[:15]]
     return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}, top
-
-
-def relative_error(out, reference):
-    return float((out.double() - reference.double()).norm() / reference.double().norm())
 
 
 def run_variant(variant, mode, weights, pack, args, positive, negative, references):

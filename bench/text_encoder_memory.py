@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.fixtures.tiny_sd3 import clip_state_dict  # noqa: E402
 from tests.fixtures.tiny_text_encoders import T5XXL, write_t5  # noqa: E402
+from tests.numerics import relative_error  # noqa: E402
 
 FILES = {"clip_l": "clip_l.safetensors", "clip_g": "clip_g.safetensors", "t5xxl": "t5xxl_fp16.safetensors"}
 SETS = {"full fp16": "full (L+G+T5)", "no T5": "no T5 (L+G)", "T5 FP8": "T5 in FP8"}
@@ -101,10 +102,6 @@ def measure_set(set_name, folder, cond_path):
             "peak_rss_load_bytes": peak_rss_load,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "cond_shape": list(cond.shape), "comfyui": comfyui_version.__version__}
-
-
-def relative_error(approx, reference):
-    return ((approx.double() - reference.double()).norm() / reference.double().norm()).item()
 
 
 def main():

@@ -1,5 +1,4 @@
 """Loader nodes: SD3.5 checkpoints and diffusion models, quantized to FP8 while loading."""
-import os
 
 import folder_paths
 

@@ -1,5 +1,6 @@
 """Builds ComfyUI's own MODEL, CLIP and VAE objects from a checked safetensors file."""
 import logging
+import math
 import os
 
 import torch
@@ -66,7 +67,7 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
 
 def load_mmdit(header, contents, policy, force_weight_only=False):
     keys = contents.mmdit_keys
-    parameters = sum(_numel(header.tensors[k].shape) for k in keys)
+    parameters = sum(math.prod(header.tensors[k].shape) for k in keys)
     source_name = f"{os.path.basename(header.path)} ({contents.mmdit_storage})"
     model, report, compute_path = build_fp8_model(read_mmdit(header, contents), len(contents.mmdit_plan), parameters,
                                                   contents.mmdit.model_name, source_name, policy, force_weight_only)
@@ -77,10 +78,3 @@ def load_mmdit(header, contents, policy, force_weight_only=False):
 
 def load_vae(header, contents):
     return comfy.sd.VAE(sd=dict(_strip(VAE_PREFIX, read_tensors(header, contents.vae_keys))))
-
-
-def _numel(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n

@@ -4,6 +4,7 @@ SD3.5 conditions on CLIP-L (768 wide, 12 layers) and CLIP-G (1280 wide, 32 layer
 (4096 wide, 24 gated blocks) when present; anything else chosen as one of them is refused with
 what it really is, before any tensor data is read.
 """
+import math
 import os
 import re
 from collections import Counter
@@ -51,16 +52,9 @@ def read_text_encoder(header: SafetensorsHeader, slot: str, prefix="") -> TextEn
     layer_parameters = Counter()
     for key, info in tensors.items():
         if _CLIP_LAYER.match(key) or _T5_BLOCK.match(key):
-            layer_parameters[info.dtype] += _numel(info.shape)
+            layer_parameters[info.dtype] += math.prod(info.shape)
     storage = layer_parameters.most_common(1)[0][0]
     return TextEncoderFile(encoder, STORAGE_NAMES.get(storage, storage), "scaled_fp8" in tensors, t5_config)
-
-
-def _numel(shape):
-    numel = 1
-    for d in shape:
-        numel *= d
-    return numel
 
 
 def _identify(tensors):

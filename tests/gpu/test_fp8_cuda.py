@@ -2,16 +2,14 @@
 import pytest
 import torch
 
+from tests.numerics import relative_error
+
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
     reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9); CI has no GPU")
 
 LARGE_SHAPES = [(8192, 2432, 7296), (8192, 2432, 2432), (8192, 2432, 9728), (8192, 9728, 2432), (308, 2432, 7296)]
 FP8_MATMUL_BOUND = 0.06
-
-
-def relative_error(approx, reference):
-    return ((approx.double() - reference.double()).norm() / reference.double().norm()).item()
 
 
 @pytest.mark.parametrize("rows,cols", [(8192, 2432), (8192, 9728), (308, 1536), (2, 14592), (7, 100)])

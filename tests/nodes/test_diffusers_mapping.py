@@ -1,7 +1,6 @@
 """quant/formats/diffusers_sd3.py is ComfyUI's own diffusers mapping, kept as data: checked here
 against the running ComfyUI's mmdit_to_diffusers and convert_diffusers_mmdit."""
 import pytest
-import torch
 
 from quant.formats.diffusers_sd3 import _mapping
 from tests.fixtures import quantized_files, tiny_sd3

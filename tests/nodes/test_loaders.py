@@ -4,16 +4,13 @@ import torch
 from safetensors.torch import save_file
 
 from tests.fixtures.tiny_sd3 import write_checkpoint, write_diffusion_model
+from tests.numerics import relative_error
 
 # Output of the whole tiny MMDiT with fp8 linears vs the unquantized model, on random inputs.
 # Per-channel fp8 weights carry about 2.5% error each; through two joint blocks the output
 # stays under 5% (measured 1.5-2.5%).
 OUTPUT_ERROR_BOUND = 0.05
 CLIP_AND_VAE_CONNECTED = {"9": {"inputs": {"clip": ["1", 1], "vae": ["1", 2]}}}
-
-
-def relative_error(approx, reference):
-    return ((approx.double() - reference.double()).norm() / reference.double().norm()).item()
 
 
 def load_checkpoint(pack, name, policy, prompt=CLIP_AND_VAE_CONNECTED):

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from tests.fixtures import tiny_sd3
 from tests.fixtures.tiny_text_encoders import NARROW_T5, scaled_fp8, t5_state_dict, write_t5
+from tests.numerics import relative_error
 
 # T5 output (after its final norm) with FP8 linears vs the same weights in fp32, on random token
 # ids. Each block's fp8 weights (about 2.6% error each) add about 2.6% to the output, and the 24
@@ -72,10 +73,6 @@ def assert_sd3_conditioning(cond, pooled, encoders):
         assert cond[:, :77, 2048:].abs().amax() == 0, "CLIP context is zero-padded to 4096"
     if t5_tokens:
         assert cond[:, clip_tokens:].abs().amax(dim=-1).min() > 0, "every T5 token has values"
-
-
-def relative_error(approx, reference):
-    return ((approx.double() - reference.double()).norm() / reference.double().norm()).item()
 
 
 def stock_clip(paths):

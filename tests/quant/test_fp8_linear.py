@@ -5,15 +5,12 @@ import torch
 from quant.fp8_linear import (fp8_linear_rowwise, fp8_linear_tensorwise, quantize_rows,
                               weight_only_linear)
 from quant.scales import FP8_MAX, quantize_weight
+from tests.numerics import relative_error
 
 # Both operands in e4m3 (3 mantissa bits): each product carries about 2 x 2.5% relative
 # rounding error, which averages down over K terms: measured 3-4% output error on Gaussian data.
 FP8_MATMUL_BOUND = 0.06
 WEIGHT_ONLY_BOUND = 0.04
-
-
-def relative_error(approx, reference):
-    return ((approx.double() - reference.double()).norm() / reference.double().norm()).item()
 
 
 def reference_linear(x, weight, bias):

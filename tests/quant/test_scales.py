@@ -2,12 +2,9 @@ import pytest
 import torch
 
 from quant.scales import FP8_DTYPE, FP8_MAX, dequantize_weight, quantize_weight, weight_scale
+from tests.numerics import relative_error
 
 STDS = [1e-4, 1e-3, 2e-2, 1.0, 10.0]
-
-
-def relative_error(approx, reference):
-    return ((approx.double() - reference.double()).norm() / reference.double().norm()).item()
 
 
 def gaussian(std, dtype=torch.float32, shape=(256, 512)):
