@@ -1,4 +1,5 @@
 """Builds ComfyUI's own MODEL, CLIP and VAE objects from a checked safetensors file."""
+import importlib.util
 import logging
 import math
 import os
@@ -40,7 +41,8 @@ def _strip(prefix, named_tensors):
 def compute_path_for_device(device, force_weight_only=False):
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
     torch_version = tuple(int(part) for part in torch.__version__.split(".")[:2])
-    return choose_compute_path(device.type, capability, torch_version, force_weight_only)
+    return choose_compute_path(device.type, capability, torch_version, force_weight_only,
+                               triton_available=importlib.util.find_spec("triton") is not None)
 
 
 def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_name, policy,
@@ -60,8 +62,8 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
         state_dict, model_options={"custom_operations": make_fp8_ops(compute_path), "dtype": compute_dtype})
     if model is None:
         raise SD35FP8Error(f"{source_name}: ComfyUI could not build an SD3 model from its MMDiT weights.")
-    logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s: %s", source_name, report.summary(model_name),
-                 str(compute_dtype).replace("torch.", ""), compute_path.name, compute_path.reason)
+    logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s", source_name, report.summary(model_name),
+                 str(compute_dtype).replace("torch.", ""), compute_path.summary)
     return model, report, compute_path
 
 

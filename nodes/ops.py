@@ -9,6 +9,7 @@ turns them into real weights, `set_weight` requantizes a patched weight with the
 unpatching, which restores only `weight`, restores the layer exactly.
 """
 import inspect
+from functools import partial
 
 import torch
 import comfy.float
@@ -21,6 +22,7 @@ from comfy.ops import cast_bias_weight, uncast_bias_weight
 from ..quant.compute_path import FP8_ROWWISE, FP8_TENSORWISE, ComputePath
 from ..quant.fp8_linear import (dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, quantize_rows,
                                 weight_only_linear)
+from ..quant.small_m_linear import small_m_linear, use_small_m_kernel
 
 
 def _eager_cuda(tensor):
@@ -43,11 +45,23 @@ def _dequantize(weight_fp8, weight_scale, dtype):
 
 
 def _linear_for(compute_path: ComputePath):
+    """The model's linear: (input, fp8 weight, scale, bias) -> output in the input's dtype."""
+    triton_kernels = compute_path.triton_kernels
     if compute_path.name == FP8_ROWWISE:
-        return lambda x, w, s, b: fp8_linear_rowwise(x, w, s, b, quantize=_quantize_rows)
-    if compute_path.name == FP8_TENSORWISE:
-        return fp8_linear_tensorwise
-    return lambda x, w, s, b: weight_only_linear(x, w, s, b, dequantize=_dequantize)
+        many_rows = partial(fp8_linear_rowwise, quantize=_quantize_rows if triton_kernels else quantize_rows)
+    elif compute_path.name == FP8_TENSORWISE:
+        many_rows = fp8_linear_tensorwise
+    else:
+        many_rows = partial(weight_only_linear, dequantize=_dequantize if triton_kernels else dequantize)
+    if not triton_kernels:
+        return many_rows
+
+    def linear(x, weight_fp8, weight_scale, bias):
+        x2d = x.reshape(-1, x.shape[-1])
+        if use_small_m_kernel(x2d):
+            return small_m_linear(x2d, weight_fp8, weight_scale, bias).reshape(*x.shape[:-1], weight_fp8.shape[0])
+        return many_rows(x, weight_fp8, weight_scale, bias)
+    return linear
 
 
 # ComfyUI 0.33+ (dynamic VRAM): cast_bias_weight can apply a LoRA in a float dtype and requantize it

@@ -55,3 +55,53 @@ def dequantize_triton(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, dtyp
         weight_fp8, weight_scale.float().contiguous(), out, cols, PER_CHANNEL=weight_scale.numel() > 1,
         BLOCK=block, num_warps=4)
     return out
+
+
+# Few rows: the weight read is the whole cost, so many small column blocks (hundreds of programs
+# in flight, each streaming its rows of the weight) rather than GEMM-sized tiles.
+_SMALL_M_BLOCK = 16  # tl.dot's smallest row block
+_SMALL_M_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+                    for bn, bk, w, s in ((16, 256, 2, 4), (16, 512, 4, 3), (32, 256, 4, 4), (32, 512, 4, 3),
+                                         (64, 128, 4, 4), (64, 256, 4, 3))]
+
+
+@triton.autotune(configs=_SMALL_M_CONFIGS, key=["N", "K"])
+@triton.jit
+def _small_m_linear_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, x_row_stride,
+                           PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.arange(0, BLOCK_M)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + ks
+        x = tl.load(x_ptr + rows[:, None] * x_row_stride + k[None, :],
+                    mask=(rows[:, None] < M) & (k[None, :] < K), other=0.0)
+        w = tl.load(w_ptr + cols[:, None].to(tl.int64) * K + k[None, :],
+                    mask=(cols[:, None] < N) & (k[None, :] < K), other=0.0)
+        # fp8 -> fp16/bf16 is exact, so the products are exact and the sums fp32.
+        acc = tl.dot(x, tl.trans(w.to(tl.float32).to(x.dtype)), acc)
+    scale = tl.load(scale_ptr + cols, mask=cols < N, other=0.0) if PER_CHANNEL else tl.load(scale_ptr)
+    acc = acc * scale[None, :] if PER_CHANNEL else acc * scale
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + rows[:, None] * N + cols[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=(rows[:, None] < M) & (cols[None, :] < N))
+
+
+def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias):
+    """x2d @ (weight_fp8 * weight_scale).T + bias in x2d's dtype (fp16 or bf16), for at most 16 rows."""
+    rows, k = x2d.shape
+    if rows > _SMALL_M_BLOCK:
+        raise ValueError(f"small_m_linear_triton takes at most {_SMALL_M_BLOCK} rows, not {rows}")
+    n = weight_fp8.shape[0]
+    if x2d.stride(1) != 1:
+        x2d = x2d.contiguous()
+    out = torch.empty((rows, n), device=x2d.device, dtype=x2d.dtype)
+    scale = weight_scale.float().reshape(-1).contiguous()
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+    _small_m_linear_kernel[grid](x2d, weight_fp8.contiguous(), scale, out if bias is None else bias, out, rows, n, k,
+                                 x2d.stride(0), PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
+                                 BLOCK_M=_SMALL_M_BLOCK)
+    return out

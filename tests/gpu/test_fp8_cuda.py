@@ -71,7 +71,7 @@ def test_joint_block_compiles_without_graph_breaks_or_recompiles(tiny_fp8_model)
     hidden = 128
     def inputs():
         return (torch.randn(2, 154, hidden, device="cuda", dtype=torch.bfloat16),
-                torch.randn(2, 256, hidden, device="cuda", dtype=torch.bfloat16),
+                torch.randn(2, 1024, hidden, device="cuda", dtype=torch.bfloat16),  
                 torch.randn(2, hidden, device="cuda", dtype=torch.bfloat16))
     context, x, c = inputs()
     torch.set_grad_enabled(False)  # ComfyUI samples without autograd; _scaled_mm has no backward
@@ -99,3 +99,22 @@ def test_triton_dequantize_matches_reference(granularity):
     weight_fp8, scale = quantize_weight(torch.randn(2432, 9728 + 5, device="cuda"), granularity)
     out = dequantize_triton(weight_fp8, scale, torch.bfloat16)
     torch.testing.assert_close(out, dequantize_weight(weight_fp8, scale, torch.bfloat16), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("m,k,n", [(2, 2432, 14592), (1, 2432, 14592), (16, 1536, 9216), (3, 100, 37)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_small_m_kernel_matches_dequantized_reference(m, k, n, dtype):
+    from quant.scales import quantize_weight
+    from quant.small_m_linear import small_m_linear, small_m_linear_reference
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    x[-1] = 0 if m > 1 else x[-1]
+    weight_fp8, scale = quantize_weight(torch.randn(n, k, device="cuda") * k ** -0.5)
+    bias = torch.randn(n, device="cuda", dtype=dtype) * 0.1
+    out = small_m_linear(x, weight_fp8, scale, bias)
+    reference = x.double() @ (weight_fp8.double() * scale.double()).t() + bias.double()
+    # Exact products and fp32 sums: only the final rounding to fp16/bf16 remains.
+    assert out.dtype == dtype and relative_error(out, reference) <= 0.005
+    if m > 1:
+        torch.testing.assert_close(out[-1], bias, rtol=0, atol=0)
+    no_bias = small_m_linear(x, weight_fp8, scale, None)
+    assert relative_error(no_bias, small_m_linear_reference(x, weight_fp8, scale, None)) <= 0.005

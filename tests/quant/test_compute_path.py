@@ -27,3 +27,16 @@ def test_weight_only_can_be_forced_and_says_so():
 
 def test_older_gpu_reason_names_the_capability():
     assert "8.6" in choose_compute_path("cuda", (8, 6), (2, 11)).reason
+
+
+@pytest.mark.parametrize("device,capability,triton_available,expected", [
+    ("cuda", (9, 0), True, True), ("cuda", (8, 0), True, True), ("cuda", (7, 5), True, False),
+    ("cuda", (9, 0), False, False), ("cpu", None, True, False), ("mps", None, True, False)])
+def test_triton_kernels_only_on_cuda_8_0_or_newer_with_triton(device, capability, triton_available, expected):
+    path = choose_compute_path(device, capability, (2, 11), triton_available=triton_available)
+    assert path.triton_kernels is expected
+    assert ("FP8-weight kernel" in path.summary) is expected and path.name in path.summary
+
+
+def test_forced_weight_only_keeps_the_triton_kernels():
+    assert choose_compute_path("cuda", (9, 0), (2, 11), force_weight_only=True).triton_kernels
