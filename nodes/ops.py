@@ -125,7 +125,9 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         weight, bias, offload_stream = cast_bias_weight(self, input, dtype=self.weight.dtype,
                                                         bias_dtype=input.dtype, offloadable=True,
                                                         **requant)
-        out = self.linear(input, weight, self.weight_scale.to(device=input.device), bias)
+        # non_blocking: a blocking copy would synchronize the stream for every offloaded layer and
+        # stall ComfyUI's weight streaming (low VRAM).
+        out = self.linear(input, weight, self.weight_scale.to(device=input.device, non_blocking=True), bias)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
 
@@ -134,7 +136,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         # compute dtype and runs the patch on them; _ScaledLowVramPatch scales, patches and
         # requantizes, so the result is still in the stored domain and the scale comes last.
         weight, bias, offload_stream = cast_bias_weight(self, input, offloadable=True)
-        weight = weight * self.weight_scale.to(device=weight.device, dtype=weight.dtype)
+        weight = weight * self.weight_scale.to(device=weight.device, dtype=weight.dtype, non_blocking=True)
         out = torch.nn.functional.linear(input, weight, bias)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
