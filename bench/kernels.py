@@ -1,6 +1,7 @@
 """Kernel times on the SD3.5 Large linear shapes: bf16 GEMM, FP8 GEMM, and the activation
 quantization that feeds it (Triton single pass, torch eager, torch.compile), to compare the
-quantization cost with the GEMM it feeds.
+quantization cost with the GEMM it feeds; on few rows also the FP8-weight kernel of
+quant/small_m_linear.py, to place the row count up to which it is used.
 
   python bench/kernels.py --out bench/results/kernels.json
 """
@@ -16,17 +17,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from quant.fp8_linear import fp8_linear_rowwise, quantize_rows, weight_only_linear  # noqa: E402
 from quant.scales import quantize_weight  # noqa: E402
+from quant.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear  # noqa: E402
 from quant.triton_kernels import dequantize_triton, quantize_rows_triton  # noqa: E402
 
 # (name, rows M, in K, out N): 1024x1024 image with CFG = 2 x 4096 image tokens; the context
 # stream has 2 x 154 tokens; adaLN acts on one conditioning row per image.
 LARGE_SHAPES = [("x qkv", 8192, 2432, 7296), ("x proj", 8192, 2432, 2432), ("x fc1", 8192, 2432, 9728),
-                ("x fc2", 8192, 9728, 2432), ("context qkv", 308, 2432, 7296), ("context fc2", 308, 9728, 2432),
-                ("adaLN", 2, 2432, 14592)]
+                ("x fc2", 8192, 9728, 2432), ("context qkv", 308, 2432, 7296), ("context fc1", 308, 2432, 9728),
+                ("context fc2", 308, 9728, 2432), ("adaLN", 2, 2432, 14592), ("adaLN, CFG unbatched", 1, 2432, 14592),
+                ("final adaLN", 2, 2432, 4864)]
 
 
 def median_ms(fn):
     return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
+
+
+def gpu_ms(fn):
+    return triton.testing.do_bench_cudagraph(fn, rep=200, return_mode="median")
 
 
 def main():
@@ -55,6 +62,13 @@ def main():
                "weight_only_torch_ms": median_ms(lambda: weight_only_linear(x, weight_fp8, scale, bias)),
                "weight_only_ms": median_ms(lambda: weight_only_linear(x, weight_fp8, scale, bias, dequantize=dequantize_triton)),
                "fp8_linear_error": float((out.double() - reference).norm() / reference.norm())}
+        if m <= SMALL_M_MAX_ROWS:
+            # GPU time alone (CUDA graph replay) too: at a few rows eager launch overhead dominates.
+            small = small_m_linear(x, weight_fp8, scale, bias)
+            row["small_m_kernel_ms"] = median_ms(lambda: small_m_linear(x, weight_fp8, scale, bias))
+            row["small_m_kernel_gpu_ms"] = gpu_ms(lambda: small_m_linear(x, weight_fp8, scale, bias))
+            row["fp8_linear_gpu_ms"] = gpu_ms(lambda: fp8_linear_rowwise(x, weight_fp8, scale, bias, quantize=quantize_rows_triton))
+            row["small_m_kernel_error"] = float((small.double() - reference).norm() / reference.norm())
         row["quant_over_gemm"] = row["quant_triton_ms"] / row["fp8_gemm_ms"]
         row["fp8_tflops"] = 2 * m * k * n / row["fp8_gemm_ms"] / 1e9
         row["bf16_tflops"] = 2 * m * k * n / row["bf16_gemm_ms"] / 1e9

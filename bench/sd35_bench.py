@@ -101,12 +101,35 @@ def one_forward(model, size, seed=0):
         return model.model.diffusion_model(**{k: v.to("cuda", dtype) for k, v in inputs.items()}).float().cpu()
 
 
-KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
-                ("gemm", ("gemm", "xmma", "cutlass", "nvjet", "scaled_mm", "sm90", "cublas")),
-                ("triton (fused elementwise, quantization)", ("triton",)))
+# Inductor's kernels are named triton_{poi,red,per}_fused_<ops>, where <ops> may include
+# "_scaled_mm" or "mm" of a neighbour: name prefixes are checked before the GEMM needles.
+KERNEL_KINDS = (("triton: Inductor fused (elementwise, norms, quantization)", ("triton_",)),
+                ("triton: this pack's kernels", ("_quantize_rows_kernel", "_dequantize_kernel", "_small_m_linear_kernel")),
+                ("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
+                ("gemm", ("gemm", "xmma", "cutlass", "nvjet", "scaled_mm", "sm90", "cublas")))
 
 
-def profile_one_step(model, args, positive, negative):
+def _kind(kernel_name):
+    name = kernel_name.lower()
+    for kind, needles in KERNEL_KINDS:
+        if any(name.startswith(n) if n == "triton_" else n in name for n in needles):
+            return kind
+    return "other"
+
+
+def _gpu_busy_ms(trace_path):
+    """Union of kernel intervals and the span from first kernel start to last kernel end: their
+    difference is the time the GPU waited for the CPU (launch gaps)."""
+    events = json.loads(Path(trace_path).read_text())["traceEvents"]
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "kernel" and "dur" in e)
+    busy, end = 0.0, float("-inf")
+    for start, stop in spans:
+        busy += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return round(busy / 1000, 2), round((spans[-1][1] - spans[0][0]) / 1000, 2)
+
+
+def profile_one_step(model, args, positive, negative, trace_path):
     """CUDA time of one sampling step by kernel kind, to compare with the floors in fp8.md."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -117,12 +140,14 @@ def profile_one_step(model, args, positive, negative):
         ms = event.self_device_time_total / 1000
         if ms <= 0:
             continue
-        name = event.key.lower()
-        kind = next((k for k, needles in KERNEL_KINDS if any(n in name for n in needles)), "other")
+        kind = _kind(event.key)
         totals[kind] = totals.get(kind, 0.0) + ms
-        kernels.append((ms, event.count, event.key[:120]))
-    top = [{"ms": round(ms, 2), "calls": calls, "kernel": name} for ms, calls, name in sorted(kernels, reverse=True)[:15]]
-    return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}, top
+        kernels.append((ms, event.count, event.key[:160]))
+    prof.export_chrome_trace(str(trace_path))
+    busy_ms, span_ms = _gpu_busy_ms(trace_path)
+    top = [{"ms": round(ms, 2), "calls": calls, "kernel": name} for ms, calls, name in sorted(kernels, reverse=True)[:30]]
+    return {"by_kind_ms": {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+            "gpu_busy_ms": busy_ms, "kernel_span_ms": span_ms, "top_kernels": top}
 
 
 def run_variant(variant, mode, weights, pack, args, positive, negative, references):
@@ -159,7 +184,9 @@ def run_variant(variant, mode, weights, pack, args, positive, negative, referenc
         references.setdefault("forward", forward)
         result["forward_error"] = round(relative_error(forward, references["forward"]), 4)
     if f"{variant}_{mode}" in args.profile:
-        result["gpu_ms_by_kind"], result["top_kernels"] = profile_one_step(model, args, positive, negative)
+        args.out.mkdir(parents=True, exist_ok=True)
+        result["profile"] = profile_one_step(model, args, positive, negative,
+                                             args.out / f"trace_{args.model}_{variant}_{mode}.json")
     references.setdefault("latent", latent)
     result["latent_error"] = round(relative_error(latent, references["latent"]), 4)
     print(json.dumps({k: v for k, v in result.items() if k != "step_times"}), flush=True)
