@@ -22,14 +22,18 @@ def find(run, variant, mode):
     return next((r for r in run["results"] if r["variant"] == variant and r["mode"] == mode), None)
 
 
+def table_head(*columns):
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def run_table(run, title):
     lines = [f"### {title}", "",
              f"{run['model']}, {run['weights']} weights, {run['size']}x{run['size']}, CFG {run['cfg']} "
              f"(batch {run['batch']}), {run['sampler']}, {run['steps']} steps"
              + (f", GPU memory capped at {run['vram_cap_gib']:g} GiB" if run.get("vram_cap_gib") else "")
              + f". `{run['command']}`" + (f" Note: {run['note']}" if run.get("note") else ""), "",
-             "| variant | mode | s/step | peak GiB | model GiB | load s | compile+warm-up s | forward error | latent error | weights dtype |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             *table_head("variant", "mode", "s/step", "peak GiB", "model GiB", "load s", "compile+warm-up s",
+                         "forward error", "latent error", "weights dtype")]
     for r in run["results"]:
         lines.append(f"| {LABELS[r['variant']]} | {r['mode']} | {r['s_per_step']:.4f} | {r['peak_gib']:.2f} | "
                      f"{r['model_gib']:.2f} | {r['load_s']:.1f} | {r['warmup_s']:.1f} | {r.get('forward_error', '')} | "
@@ -52,8 +56,8 @@ def kernel_table(kernels):
              f"{kernels['device']}, torch {kernels['torch']}, `python bench/kernels.py`; median ms "
              "(triton.testing.do_bench, eager launches). Rows: 1024x1024 with CFG = 8192 image tokens, 308 context tokens, "
              "2 adaLN rows (1 when ComfyUI runs cond and uncond apart).", "",
-             "| shape | M x K x N | bf16 GEMM | FP8 GEMM | quantize: Triton | torch eager | torch.compile | quant / GEMM | FP8 linear (quant+GEMM) | weight-only (fused dequant) | FP8 TFLOP/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             *table_head("shape", "M x K x N", "bf16 GEMM", "FP8 GEMM", "quantize: Triton", "torch eager", "torch.compile",
+                         "quant / GEMM", "FP8 linear (quant+GEMM)", "weight-only (fused dequant)", "FP8 TFLOP/s")]
     for r in kernels["rows"]:
         lines.append(f"| {r['shape']} | {r['M']}x{r['K']}x{r['N']} | {r['bf16_gemm_ms']:.3f} | {r['fp8_gemm_ms']:.3f} | "
                      f"{r['quant_triton_ms']:.3f} | {r['quant_eager_ms']:.3f} | {r['quant_compiled_ms']:.3f} | "
@@ -61,8 +65,8 @@ def kernel_table(kernels):
     small = [r for r in kernels["rows"] if "small_m_kernel_ms" in r]
     lines += ["", "The adaLN rows, FP8-weight kernel (quant/small_m_linear.py, unquantized activations) against the FP8 linear "
               "(quantize + FP8 GEMM); GPU time alone from CUDA-graph replay (triton.testing.do_bench_cudagraph):", "",
-              "| shape | M x K x N | kernel, eager | kernel, GPU | FP8 linear, GPU | kernel error | FP8 linear error |",
-              "|---|---|---|---|---|---|---|"]
+              *table_head("shape", "M x K x N", "kernel, eager", "kernel, GPU", "FP8 linear, GPU", "kernel error",
+                          "FP8 linear error")]
     lines += [f"| {r['shape']} | {r['M']}x{r['K']}x{r['N']} | {r['small_m_kernel_ms']:.4f} | {r['small_m_kernel_gpu_ms']:.4f} | "
               f"{r['fp8_linear_gpu_ms']:.4f} | {r['small_m_kernel_error']:.4f} | {r['fp8_linear_error']:.4f} |" for r in small]
     big = [r for r in kernels["rows"] if r["M"] == 8192]
@@ -101,7 +105,7 @@ def targets(large, compiled_runs, heavy, medium, cap):
          medium_ours["s_per_step"] <= 0.5 * medium_stock["s_per_step"]),
     ]
     lines = ["## Targets (issue 3), H100, 1024x1024, CFG batch 2", "",
-             "| | stock, same run | target | ours | met |", "|---|---|---|---|---|"]
+             *table_head("", "stock, same run", "target", "ours", "met")]
     lines += [f"| {a} | {b} | {c} | {d} | {'yes' if e else 'no'} |" for a, b, c, d, e in rows]
     return "\n".join(lines) + "\n"
 
