@@ -25,16 +25,20 @@ def comfy(comfy_base):
 
 @pytest.fixture(scope="session")
 def tiny_models(comfy_base):
-    """Tiny SD3.5 files in the server's model folders; the attributes are the names the loaders take."""
+    """Tiny SD3.5 files in the server's model folders; the attributes are the names the loaders take.
+    CLIP-G is real size (ComfyUI fixes its shapes) under its official name, which the shipped
+    workflows use."""
     models = comfy_base / "models"
     names = SimpleNamespace(large="tiny_sd35_large.safetensors",
                             large_no_te="tiny_sd35_large_no_te.safetensors",
                             medium="tiny_sd35_medium.safetensors", clip_l="tiny_clip_l.safetensors",
+                            clip_g="clip_g.safetensors",
                             vae="tiny_taesd3.safetensors")
     tiny_sd3.write_checkpoint(models / "checkpoints" / names.large)
     tiny_sd3.write_checkpoint(models / "checkpoints" / names.large_no_te, clip_l=False)
     tiny_sd3.write_diffusion_model(models / "diffusion_models" / names.medium, variant="medium")
     save_file(tiny_sd3.clip_state_dict("clip_l"), models / "text_encoders" / names.clip_l)
+    save_file(tiny_sd3.clip_state_dict("clip_g", seed=2), models / "text_encoders" / names.clip_g)
     save_file(tiny_sd3.taesd_vae_state_dict(prefix=""), models / "vae" / names.vae)
     return names
 

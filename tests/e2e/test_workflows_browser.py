@@ -25,13 +25,13 @@ SET_WIDGETS = """(values) => {
 
 
 @pytest.fixture(scope="module")
-def official_files(comfy):
+def official_files(comfy, tiny_models):
     """Tiny files under the official names of the no-T5 set: the official SD3.5 Large file has no
-    text encoders; CLIP-L and CLIP-G are real size because ComfyUI fixes their shapes."""
+    text encoders; CLIP-L and CLIP-G (from tiny_models) are real size because ComfyUI fixes their
+    shapes."""
     models = comfy.base / "models"
     tiny_sd3.write_checkpoint(models / "checkpoints" / "sd3.5_large.safetensors", clip_l=False)
     save_file(tiny_sd3.clip_state_dict("clip_l"), models / "text_encoders" / "clip_l.safetensors")
-    save_file(tiny_sd3.clip_state_dict("clip_g", seed=2), models / "text_encoders" / "clip_g.safetensors")
     # The T5 workflow is only loaded and converted, never run; frontend 1.49 (ComfyUI 0.33) marks
     # a node whose file is missing from the list, so the name must exist.
     (models / "text_encoders" / "t5xxl_fp16.safetensors").touch()
