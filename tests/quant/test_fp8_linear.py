@@ -1,4 +1,6 @@
-"""The FP8 matmul math on CPU (torch._scaled_mm runs there in torch >= 2.10) against fp64."""
+"""The FP8 matmul math on CPU against fp64. torch._scaled_mm takes row-wise scales on the CPU
+from torch 2.14 (2.11's refuses: "only per-tensor scaling for CPU backend"); on an older torch an
+emulation of the GEMM's arithmetic stands in for it."""
 import pytest
 import torch
 
@@ -11,6 +13,34 @@ from tests.numerics import relative_error
 # rounding error, which averages down over K terms: measured 3-4% output error on Gaussian data.
 FP8_MATMUL_BOUND = 0.06
 WEIGHT_ONLY_BOUND = 0.04
+
+
+def _cpu_takes_rowwise_scales():
+    a = torch.ones(16, 16).to(torch.float8_e4m3fn)
+    try:
+        torch._scaled_mm(a, a.t(), scale_a=torch.ones(16, 1), scale_b=torch.ones(1, 16), out_dtype=torch.float32)
+    except RuntimeError:
+        return False
+    return True
+
+
+def emulated_scaled_mm(a, b, *, scale_a, scale_b, bias=None, out_dtype=torch.float32):
+    """The FP8 GEMM's arithmetic: products of fp8 values (exact in fp32) summed in fp32, then both
+    scales, then the bias."""
+    out = (a.float() @ b.float()) * scale_a * scale_b
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(out_dtype)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def scaled_mm_on_cpu():
+    if _cpu_takes_rowwise_scales():
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "_scaled_mm", emulated_scaled_mm)
+        yield
 
 
 def reference_linear(x, weight, bias):
