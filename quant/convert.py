@@ -11,6 +11,7 @@ from .formats.comfy_mixed import HIGH_PRECISION_DTYPE, file_metadata, file_tenso
 from .formats.mmdit_reader import read_mmdit
 from .formats.model_files import read_model_header
 from .quantize import decide, quantize_tensor
+from .quantized_weight import QuantizedWeight
 from .report import QuantReport
 from .safetensors_file import read_tensors
 from .safetensors_writer import TORCH_DTYPES, SafetensorsWriter
@@ -39,11 +40,13 @@ def convert(source, target, policy, granularity="per_channel", overwrite=False):
     with SafetensorsWriter(target, entries, metadata, overwrite) as writer:
         for name, source_value in read_mmdit(header, contents, keep_open=False):
             value, report = quantize_tensor(name, source_value, policy, "per_channel", HIGH_PRECISION_DTYPE)
+            if isinstance(value, QuantizedWeight) and granularity == "per_tensor":
+                value = value.per_tensor()
+                if report.weight_rel_error:  # None for weights stored in fp8 already
+                    # what the file holds: requantized to one scale, as the save node must
+                    report = replace(report, weight_rel_error=value.relative_error(source_value))
             for key, tensor in file_tensors(name, value, granularity, prefix):
                 writer.write(key, tensor)
-            if report is not None and report.weight_rel_error and granularity == "per_tensor":
-                # what the file holds: requantized to one scale, as the save node must
-                report = replace(report, weight_rel_error=value.per_tensor().relative_error(source_value))
             if report is not None:
                 reports.append(report)
             else:

@@ -11,6 +11,7 @@ from .errors import SD35FP8Error
 from .formats.comfy_mixed import check_format_version
 from .formats.diffusers_sd3 import diffusers_plan, is_diffusers_sd3
 from .formats.mmdit_reader import PlanEntry
+from .formats.quanto import logical_name
 from .formats.stored_layers import logical_tensors
 from .safetensors_file import SafetensorsHeader
 
@@ -77,8 +78,7 @@ def _other_family(keys):
 def read_contents(header: SafetensorsHeader) -> CheckpointContents:
     tensors = header.tensors
     name = os.path.basename(header.path)
-    # quanto keeps an fp8 weight as `<layer>.weight._data`: detect on the names a plain file has
-    names = {k[: -len("._data")] if k.endswith(".weight._data") else k for k in tensors}
+    names = {logical_name(k) for k in tensors}
     prefix = next((p for p in (CHECKPOINT_MMDIT_PREFIX, "") if p + "x_embedder.proj.weight" in names
                    and p + "joint_blocks.0.x_block.attn.qkv.weight" in names), None)
     diffusers = prefix is None and is_diffusers_sd3(names)

@@ -6,6 +6,7 @@ import triton
 import triton.language as tl
 
 from .scales import FP8_DTYPE, FP8_MAX, MIN_SCALE
+from .small_m_linear import SMALL_M_MAX_ROWS
 
 
 @triton.jit
@@ -59,7 +60,6 @@ def dequantize_triton(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, dtyp
 
 # Few rows: the weight read is the whole cost, so many small column blocks (hundreds of programs
 # in flight, each streaming its rows of the weight) rather than GEMM-sized tiles.
-_SMALL_M_BLOCK = 16  # tl.dot's smallest row block
 _SMALL_M_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
                     for bn, bk, w, s in ((16, 256, 2, 4), (16, 512, 4, 3), (32, 256, 4, 4), (32, 512, 4, 3),
                                          (64, 128, 4, 4), (64, 256, 4, 3))]
@@ -93,8 +93,8 @@ def _small_m_linear_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, 
 def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias):
     """x2d @ (weight_fp8 * weight_scale).T + bias in x2d's dtype (fp16 or bf16), for at most 16 rows."""
     rows, k = x2d.shape
-    if rows > _SMALL_M_BLOCK:
-        raise ValueError(f"small_m_linear_triton takes at most {_SMALL_M_BLOCK} rows, not {rows}")
+    if rows > SMALL_M_MAX_ROWS:
+        raise ValueError(f"small_m_linear_triton takes at most {SMALL_M_MAX_ROWS} rows, not {rows}")
     n = weight_fp8.shape[0]
     if x2d.stride(1) != 1:
         x2d = x2d.contiguous()
@@ -103,5 +103,5 @@ def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_sc
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
     _small_m_linear_kernel[grid](x2d, weight_fp8.contiguous(), scale, out if bias is None else bias, out, rows, n, k,
                                  x2d.stride(0), PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
-                                 BLOCK_M=_SMALL_M_BLOCK)
+                                 BLOCK_M=SMALL_M_MAX_ROWS)
     return out

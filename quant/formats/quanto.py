@@ -15,6 +15,11 @@ QMAP_FILE = "quanto_qmap.json"
 QMAP_METADATA_KEY = "quanto_qmap"
 
 
+def logical_name(key):
+    """quanto keeps an fp8 weight as `<layer>.weight._data`: the name a plain file gives it."""
+    return key[: -len("._data")] if key.endswith(".weight._data") else key
+
+
 def read_qmap(header):
     """The quantization map, or None when the file comes without one (the fp8 dtype then says it)."""
     if QMAP_METADATA_KEY in header.metadata:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..errors import SD35FP8Error
 from ..quantized_weight import scale_fits
 from ..safetensors_file import read_tensors
-from .quanto import check_quanto_qtypes
+from .quanto import check_quanto_qtypes, logical_name
 
 SUPPORTED_FORMAT = "float8_e4m3fn"
 # What ComfyUI itself writes in comfy_quant, for a clearer message than "unknown".
@@ -135,7 +135,7 @@ def logical_tensors(header, keys):
         scale_key = scales.get(key)
         if fp8:
             _check_fp8(file_name, key, info, scale_key and tensors.get(scale_key))
-        logical[key[: -len("._data")] if key.endswith(".weight._data") else key] = Stored(key, info.shape, fp8, scale_key)
+        logical[logical_name(key)] = Stored(key, info.shape, fp8, scale_key)
     fp8 = [s for s in logical.values() if s.fp8]
     if not fp8:
         return logical, Counter(tensors[s.key].dtype for s in logical.values()).most_common(1)[0][0]
