@@ -58,7 +58,7 @@ class SD35FP8CheckpointLoader:
             raise SD35FP8Error(
                 f"{ckpt_name} has no VAE. Take the VAE from a Load VAE node with an SD3 VAE file in "
                 "models/vae instead of this node's VAE output, or use Load SD3.5 Diffusion Model (FP8).")
-        model, _, _ = load_mmdit(header, contents, POLICIES[policy], force_weight_only=compute == "weight_only")
+        model = load_mmdit(header, contents, POLICIES[policy], force_weight_only=compute == "weight_only")
         clip = load_checkpoint_text_encoders(header, contents, text_encoders) if CLIP_OUTPUT in wanted else None
         vae = load_vae(header, contents) if VAE_OUTPUT in wanted else None
         return model, clip, vae
@@ -80,7 +80,7 @@ class SD35FP8DiffusionModelLoader:
 
     def load(self, unet_name, policy, compute="auto"):
         header, contents = open_sd35_file(resolve_model_file("diffusion_models", unet_name))
-        model, _, _ = load_mmdit(header, contents, POLICIES[policy], force_weight_only=compute == "weight_only")
+        model = load_mmdit(header, contents, POLICIES[policy], force_weight_only=compute == "weight_only")
         return (model,)
 
 

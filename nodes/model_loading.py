@@ -40,8 +40,7 @@ def _strip(prefix, named_tensors):
 
 def compute_path_for_device(device, force_weight_only=False):
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-    torch_version = tuple(int(part) for part in torch.__version__.split(".")[:2])
-    return choose_compute_path(device.type, capability, torch_version, force_weight_only,
+    return choose_compute_path(device.type, capability, comfy.model_management.torch_version_numeric, force_weight_only,
                                triton_available=importlib.util.find_spec("triton") is not None)
 
 
@@ -71,11 +70,11 @@ def load_mmdit(header, contents, policy, force_weight_only=False):
     keys = contents.mmdit_keys
     parameters = sum(math.prod(header.tensors[k].shape) for k in keys)
     source_name = f"{os.path.basename(header.path)} ({contents.mmdit_storage})"
-    model, report, compute_path = build_fp8_model(read_mmdit(header, contents), len(contents.mmdit_plan), parameters,
-                                                  contents.mmdit.model_name, source_name, policy, force_weight_only)
+    model, report, _ = build_fp8_model(read_mmdit(header, contents), len(contents.mmdit_plan), parameters,
+                                       contents.mmdit.model_name, source_name, policy, force_weight_only)
     # for the save node (nodes/save.py); clones of the ModelPatcher share `model.model`
     model.model.sd35_fp8_origin = ModelOrigin(header.files, contents.mmdit.model_name, report)
-    return model, report, compute_path
+    return model
 
 
 def load_vae(header, contents):

@@ -25,34 +25,30 @@ from ..quant.fp8_linear import (dequantize, fp8_linear_rowwise, fp8_linear_tenso
 from ..quant.small_m_linear import small_m_linear, use_small_m_kernel
 
 
-def _eager_cuda(tensor):
-    # Under torch.compile the plain-torch math is used: Inductor fuses it into neighbouring kernels.
-    return tensor.is_cuda and not torch.compiler.is_compiling()
-
-
-def _quantize_rows(x2d):
-    if _eager_cuda(x2d):
-        from ..quant.triton_kernels import quantize_rows_triton
-        return quantize_rows_triton(x2d)
-    return quantize_rows(x2d)
-
-
-def _dequantize(weight_fp8, weight_scale, dtype):
-    if _eager_cuda(weight_fp8):
-        from ..quant.triton_kernels import dequantize_triton
-        return dequantize_triton(weight_fp8, weight_scale, dtype)
-    return dequantize(weight_fp8, weight_scale, dtype)
+def _eager_cuda_or(triton_fn, torch_fn):
+    """triton_fn on eager CUDA tensors; torch_fn elsewhere and under torch.compile, where Inductor
+    fuses the plain-torch math into neighbouring kernels."""
+    def dispatch(tensor, *args):
+        if tensor.is_cuda and not torch.compiler.is_compiling():
+            return triton_fn(tensor, *args)
+        return torch_fn(tensor, *args)
+    return dispatch
 
 
 def _linear_for(compute_path: ComputePath):
     """The model's linear: (input, fp8 weight, scale, bias) -> output in the input's dtype."""
     triton_kernels = compute_path.triton_kernels
+    quantize_activations, dequantize_weights = quantize_rows, dequantize
+    if triton_kernels:
+        from ..quant.triton_kernels import dequantize_triton, quantize_rows_triton
+        quantize_activations = _eager_cuda_or(quantize_rows_triton, quantize_rows)
+        dequantize_weights = _eager_cuda_or(dequantize_triton, dequantize)
     if compute_path.name == FP8_ROWWISE:
-        many_rows = partial(fp8_linear_rowwise, quantize=_quantize_rows if triton_kernels else quantize_rows)
+        many_rows = partial(fp8_linear_rowwise, quantize=quantize_activations)
     elif compute_path.name == FP8_TENSORWISE:
         many_rows = fp8_linear_tensorwise
     else:
-        many_rows = partial(weight_only_linear, dequantize=_dequantize if triton_kernels else dequantize)
+        many_rows = partial(weight_only_linear, dequantize=dequantize_weights)
     if not triton_kernels:
         return many_rows
 

@@ -5,9 +5,9 @@ import folder_paths
 
 from ..quant.errors import SD35FP8Error
 from ..quant.text_encoder_layout import ENCODER_NAMES, NEEDED_FILES
+from .loaders import CATEGORY
 from .text_encoder_loading import T5_PRECISIONS, build_sd3_clip, file_source
 
-CATEGORY = "loaders/SD3.5 FP8"
 NONE = "none"
 PRESETS = {  # name -> (encoders loaded, T5 precision)
     "full (L+G+T5)": (("clip_l", "clip_g", "t5xxl"), "as stored"),
