@@ -1,6 +1,8 @@
+import os
 from types import SimpleNamespace
 
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from tests.comfy_host import host_env
@@ -24,21 +26,29 @@ def comfy(comfy_base):
 
 
 @pytest.fixture(scope="session")
-def tiny_models(comfy_base):
+def clip_g_path(tmp_path_factory):
+    """Real-size CLIP-G (695M parameters, 1.4 GB; ComfyUI fixes its shapes), written once a
+    session and linked into the folders that need it."""
+    path = tmp_path_factory.mktemp("clip_g") / "clip_g.safetensors"
+    save_file(tiny_sd3.clip_state_dict("clip_g", seed=int(torch.randint(0, 10**6, ()))), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(comfy_base, clip_g_path):
     """Tiny SD3.5 files in the server's model folders; the attributes are the names the loaders take.
-    CLIP-G is real size (ComfyUI fixes its shapes) under its official name, which the shipped
-    workflows use."""
+    CLIP-L and CLIP-G are real size under their official names, which the shipped workflows use."""
     models = comfy_base / "models"
     names = SimpleNamespace(large="tiny_sd35_large.safetensors",
                             large_no_te="tiny_sd35_large_no_te.safetensors",
-                            medium="tiny_sd35_medium.safetensors", clip_l="tiny_clip_l.safetensors",
+                            medium="tiny_sd35_medium.safetensors", clip_l="clip_l.safetensors",
                             clip_g="clip_g.safetensors",
                             vae="tiny_taesd3.safetensors")
     tiny_sd3.write_checkpoint(models / "checkpoints" / names.large)
     tiny_sd3.write_checkpoint(models / "checkpoints" / names.large_no_te, clip_l=False)
     tiny_sd3.write_diffusion_model(models / "diffusion_models" / names.medium, variant="medium")
     save_file(tiny_sd3.clip_state_dict("clip_l"), models / "text_encoders" / names.clip_l)
-    save_file(tiny_sd3.clip_state_dict("clip_g", seed=2), models / "text_encoders" / names.clip_g)
+    os.link(clip_g_path, models / "text_encoders" / names.clip_g)
     save_file(tiny_sd3.taesd_vae_state_dict(prefix=""), models / "vae" / names.vae)
     return names
 

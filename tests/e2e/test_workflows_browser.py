@@ -3,7 +3,6 @@ import json
 
 import pytest
 from playwright.sync_api import sync_playwright
-from safetensors.torch import save_file
 
 from tests.comfy_host import REPO
 from tests.e2e.comfy_server import execution_error, ui_to_api
@@ -27,11 +26,9 @@ SET_WIDGETS = """(values) => {
 @pytest.fixture(scope="module")
 def official_files(comfy, tiny_models):
     """Tiny files under the official names of the no-T5 set: the official SD3.5 Large file has no
-    text encoders; CLIP-L and CLIP-G (from tiny_models) are real size because ComfyUI fixes their
-    shapes."""
+    text encoders; CLIP-L and CLIP-G come from tiny_models."""
     models = comfy.base / "models"
     tiny_sd3.write_checkpoint(models / "checkpoints" / "sd3.5_large.safetensors", clip_l=False)
-    save_file(tiny_sd3.clip_state_dict("clip_l"), models / "text_encoders" / "clip_l.safetensors")
     # The T5 workflow is only loaded and converted, never run; frontend 1.49 (ComfyUI 0.33) marks
     # a node whose file is missing from the list, so the name must exist.
     (models / "text_encoders" / "t5xxl_fp16.safetensors").touch()

@@ -11,10 +11,11 @@ from safetensors.torch import load_file, save_file
 from quant.quantized_weight import QuantizedWeight
 from quant.scales import quantize_weight
 from tests.fixtures import quantized_files, tiny_sd3
-from tests.nodes.test_loaders import OUTPUT_ERROR_BOUND, mmdit_output, random_inputs, relative_error
+from tests.nodes.test_loaders import OUTPUT_ERROR_BOUND, load_diffusion_model, mmdit_output, random_inputs
+from tests.numerics import relative_error
 from tests.fixtures.quantized_files import read_model, same_bits
 
-PREFIX = "model.diffusion_model."
+PREFIX = tiny_sd3.MMDIT_PREFIX
 # Files that hold every linear in FP8 (legacy scaled_fp8, quanto: the embedders and the final
 # layer too, dequantized on load) carry more error than the policy's choice: measured 3.8-6.0%
 # at the tiny MMDiT's output over 8 seeds, against 1.6-2.5% for the others.
@@ -50,10 +51,6 @@ def pick(folder, written):
                                                     "diffusion_pytorch_model-00001-of-00002.safetensors")
 
 
-def load(pack, name, policy="fp8_default"):
-    return pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load(name, policy)[0]
-
-
 @pytest.fixture(scope="module")
 def source():
     return tiny_sd3.mmdit_state_dict("medium", prefix="", seed=int(torch.randint(0, 10**6, ())))
@@ -63,7 +60,7 @@ def source():
 def test_format_loads_as_stored_or_quantized(pack, models_dir, source, fmt):
     folder = models_dir / "diffusion_models"
     name = pick(folder, FORMATS[fmt](folder, source))
-    model = load(pack, name)
+    model = load_diffusion_model(pack, name)
     _, stored = read_model(folder / name)
     state = model.model.diffusion_model.state_dict()
     fp8 = [k for k, v in state.items() if v.dtype == torch.float8_e4m3fn]
@@ -75,7 +72,7 @@ def test_format_loads_as_stored_or_quantized(pack, models_dir, source, fmt):
         else:
             expected = QuantizedWeight(*quantize_weight(source[key].float() if fmt == "fp32" else stored[key]))
         assert same_bits(state[key], expected.weight) and torch.equal(scale, expected.scale), key
-    reference = load(pack, pick(folder, FORMATS["bf16"](folder, source)), "off")
+    reference = load_diffusion_model(pack, pick(folder, FORMATS["bf16"](folder, source)), "off")
     inputs = random_inputs()
     bound = EVERY_LINEAR_OUTPUT_BOUND if fmt in ("scaled_fp8", "quanto") else OUTPUT_ERROR_BOUND
     assert relative_error(mmdit_output(model, inputs), mmdit_output(reference, inputs)) < bound
@@ -144,7 +141,7 @@ def test_bad_file_is_refused_and_nothing_stays_loaded(pack, models_dir, source, 
     name = pick(folder, write(folder, source))
     before = live_fp8_tensors()
     with pytest.raises(pack.quant.errors.SD35FP8Error, match=message) as error:
-        load(pack, name)
+        load_diffusion_model(pack, name)
     # ComfyUI keeps the message of a failed node, not the exception and its frames
     del error
     assert live_fp8_tensors() == before

@@ -17,6 +17,10 @@ def load_checkpoint(pack, name, policy, prompt=CLIP_AND_VAE_CONNECTED):
     return pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]().load(name, policy, prompt=prompt, unique_id="1")
 
 
+def load_diffusion_model(pack, name, policy="fp8_default"):
+    return pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load(name, policy)[0]
+
+
 def mmdit_output(model_patcher, inputs):
     with torch.no_grad():
         return model_patcher.model.diffusion_model(**inputs).float()
@@ -53,7 +57,7 @@ def test_fp8_model_matches_unquantized_and_keeps_high_precision_layers(pack, mod
 
 
 def test_memory_accounting_is_real_storage(pack, models_dir):
-    write_checkpoint(models_dir / "checkpoints" / "mem.safetensors")
+    write_checkpoint(models_dir / "checkpoints" / "mem.safetensors", clip_l=False, vae=False)
     fp8_model, _, _ = load_checkpoint(pack, "mem.safetensors", "fp8_default", prompt={})
     stored = sum(t.numel() * t.element_size() for t in fp8_model.model.state_dict().values())
     assert fp8_model.model_size() == stored
@@ -75,7 +79,7 @@ def test_missing_parts_that_are_connected_raise(pack, models_dir, output, messag
 
 def test_diffusion_model_loader(pack, models_dir):
     write_diffusion_model(models_dir / "diffusion_models" / "dm.safetensors", variant="medium")
-    (model,) = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load("dm.safetensors", "fp8_keep_adaln")
+    model = load_diffusion_model(pack, "dm.safetensors", "fp8_keep_adaln")
     diffusion_model = model.model.diffusion_model
     assert diffusion_model.joint_blocks[0].x_block.attn2.qkv.weight.dtype == torch.float8_e4m3fn
     assert diffusion_model.joint_blocks[0].x_block.adaLN_modulation[1].weight.dtype == model.model.get_dtype()
@@ -88,7 +92,7 @@ def lora_on_fp8_layer(pack, models_dir, tmp_path):
     what that layer must compute with the LoRA merged."""
     import folder_paths
     import nodes
-    write_checkpoint(models_dir / "checkpoints" / "lora_base.safetensors")
+    write_checkpoint(models_dir / "checkpoints" / "lora_base.safetensors", clip_l=False, vae=False)
     model, clip, _ = load_checkpoint(pack, "lora_base.safetensors", "fp8_default", prompt={})
     layer = model.model.diffusion_model.joint_blocks[0].x_block.attn.qkv
     out_features, in_features = layer.weight.shape

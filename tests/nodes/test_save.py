@@ -12,7 +12,8 @@ from quant.policy import POLICIES
 from quant.quantized_weight import QuantizedWeight
 from tests.fixtures import quantized_files, tiny_sd3
 from tests.fixtures.quantized_files import same_bits
-from tests.nodes.test_loaders import mmdit_output, random_inputs, relative_error
+from tests.nodes.test_loaders import load_checkpoint, load_diffusion_model, mmdit_output, random_inputs
+from tests.numerics import relative_error
 
 # Stock ComfyUI on the CPU dequantizes each weight exactly as our weight-only path does: only the
 # order of fp32 operations may differ (measured 0 on 0.3.75, 3e-7 on 0.33).
@@ -20,10 +21,6 @@ STOCK_OUTPUT_BOUND = 1e-5
 # A per-tensor file against the per-channel model it was saved from: both about 2.5% weight error,
 # rounded twice (measured 1.8-2.1% at the output of the tiny MMDiT).
 PER_TENSOR_OUTPUT_BOUND = 0.05
-
-
-def load_dm(pack, name, policy="fp8_default"):
-    return pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load(name, policy)[0]
 
 
 def save(pack, model, name, granularity="per_channel", folder="diffusion_models", overwrite=False, **parts):
@@ -42,9 +39,9 @@ def source(models_dir):
 
 
 def test_per_channel_round_trip_is_bit_identical(pack, models_dir, source):
-    model = load_dm(pack, source)
+    model = load_diffusion_model(pack, source)
     assert save(pack, model, "saved") == {"ui": {"text": ["diffusion_models/saved.safetensors"]}}
-    reloaded = load_dm(pack, "saved.safetensors")
+    reloaded = load_diffusion_model(pack, "saved.safetensors")
     before, after = stored_state(model), stored_state(reloaded)
     assert before.keys() == after.keys()
     assert sum(v.dtype == torch.float8_e4m3fn for v in after.values()) == 19
@@ -55,9 +52,9 @@ def test_per_channel_round_trip_is_bit_identical(pack, models_dir, source):
 
 
 def test_per_tensor_round_trip(pack, models_dir, source):
-    model = load_dm(pack, source)
+    model = load_diffusion_model(pack, source)
     save(pack, model, "tensorwise", "per_tensor")
-    reloaded = load_dm(pack, "tensorwise.safetensors")
+    reloaded = load_diffusion_model(pack, "tensorwise.safetensors")
     before, after = stored_state(model), stored_state(reloaded)
     with safe_open(str(models_dir / "diffusion_models" / "tensorwise.safetensors"), "pt") as f:
         for key, value in after.items():
@@ -73,7 +70,7 @@ def test_per_tensor_round_trip(pack, models_dir, source):
 
 @pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
 def test_converter_writes_the_same_bytes_as_the_save_node(pack, models_dir, source, granularity):
-    save(pack, load_dm(pack, source, "fp8_keep_adaln"), "from_node", granularity)
+    save(pack, load_diffusion_model(pack, source, "fp8_keep_adaln"), "from_node", granularity)
     folder = models_dir / "diffusion_models"
     convert(folder / source, folder / "from_converter.safetensors", POLICIES["fp8_keep_adaln"], granularity)
     assert (folder / "from_node.safetensors").read_bytes() == (folder / "from_converter.safetensors").read_bytes()
@@ -88,8 +85,8 @@ def stock_state(model):
 
 def test_stock_unet_loader_reads_our_per_tensor_file(pack, models_dir, source):
     import nodes
-    save(pack, load_dm(pack, source), "stock.safetensors", "per_tensor")
-    ours = load_dm(pack, "stock.safetensors")
+    save(pack, load_diffusion_model(pack, source), "stock.safetensors", "per_tensor")
+    ours = load_diffusion_model(pack, "stock.safetensors")
     (stock,) = nodes.UNETLoader().load_unet("stock.safetensors", "default")
     qkv_quantized, final_quantized, final_dtype = stock_state(stock)
     assert qkv_quantized and not final_quantized and final_dtype in (torch.float32, torch.bfloat16, torch.float16)
@@ -102,14 +99,12 @@ def test_stock_checkpoint_loader_reads_our_checkpoint_with_clip_and_vae(pack, mo
     import comfyui_version
     import nodes
     tiny_sd3.write_checkpoint(models_dir / "checkpoints" / "full.safetensors")
-    loader = pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]()
-    model, clip, vae = loader.load("full.safetensors", "fp8_default",
-                                   prompt={"9": {"inputs": {"clip": ["1", 1], "vae": ["1", 2]}}}, unique_id="1")
+    model, clip, vae = load_checkpoint(pack, "full.safetensors", "fp8_default")
     save(pack, model, "full_fp8", "per_tensor", "checkpoints", clip=clip, vae=vae)
     stock_model, stock_clip, stock_vae = nodes.CheckpointLoaderSimple().load_checkpoint("full_fp8.safetensors")[:3]
     assert stock_clip is not None and stock_vae is not None
     assert stock_state(stock_model)[:2] == (True, False)
-    ours, _, _ = loader.load("full_fp8.safetensors", "fp8_default", prompt={}, unique_id="1")
+    ours, _, _ = load_checkpoint(pack, "full_fp8.safetensors", "fp8_default", prompt={})
     inputs = random_inputs()
     if comfyui_version.__version__ == "0.3.75":
         # 0.3.75's checkpoint path gives mixed-precision layers no compute dtype when its unet
@@ -128,7 +123,7 @@ def test_stock_checkpoint_loader_reads_our_checkpoint_with_clip_and_vae(pack, mo
 def test_pre_quantized_file_saved_per_channel_keeps_its_weights(pack, models_dir):
     source = tiny_sd3.mmdit_state_dict("large", prefix="")
     path = quantized_files.write_comfy_quant(models_dir / "diffusion_models" / "stock_fp8.safetensors", source)
-    model = load_dm(pack, "stock_fp8.safetensors")
+    model = load_diffusion_model(pack, "stock_fp8.safetensors")
     save(pack, model, "expanded")
     with safe_open(str(path), "pt") as original, \
             safe_open(str(models_dir / "diffusion_models" / "expanded.safetensors"), "pt") as saved:
@@ -147,7 +142,7 @@ def test_names_that_could_leave_the_folder_are_refused(pack, name):
 
 
 def test_a_refused_name_writes_nothing_and_a_plain_one_gets_its_suffix(pack, models_dir, source):
-    model = load_dm(pack, source)
+    model = load_diffusion_model(pack, source)
     with pytest.raises(pack.quant.errors.SD35FP8Error, match="'../../x' is not allowed"):
         save(pack, model, "../../x")
     assert os.listdir(models_dir / "diffusion_models") == [source]
@@ -155,18 +150,18 @@ def test_a_refused_name_writes_nothing_and_a_plain_one_gets_its_suffix(pack, mod
 
 
 def test_existing_file_is_kept_unless_overwrite(pack, models_dir, source):
-    model = load_dm(pack, source)
+    model = load_diffusion_model(pack, source)
     target = models_dir / "diffusion_models" / "taken.safetensors"
     target.write_bytes(b"someone else's model")
     with pytest.raises(pack.quant.errors.SD35FP8Error, match="taken.safetensors already exists in models/diffusion_models"):
         save(pack, model, "taken")
     assert target.read_bytes() == b"someone else's model"
     save(pack, model, "taken", overwrite=True)
-    assert load_dm(pack, "taken.safetensors") is not None
+    assert load_diffusion_model(pack, "taken.safetensors") is not None
 
 
 def test_disk_full_leaves_nothing_and_says_why(pack, models_dir, source, monkeypatch):
-    model = load_dm(pack, source)
+    model = load_diffusion_model(pack, source)
 
     def disk_full(self, name, tensor):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -183,4 +178,4 @@ def test_models_not_from_our_loaders_and_parts_without_a_place(pack, models_dir,
     with pytest.raises(pack.quant.errors.SD35FP8Error, match="does not come from Load SD3.5"):
         save(pack, stock, "stock")
     with pytest.raises(pack.quant.errors.SD35FP8Error, match="choose the checkpoints folder to save the CLIP and VAE"):
-        save(pack, load_dm(pack, source), "x", vae=object())
+        save(pack, load_diffusion_model(pack, source), "x", vae=object())

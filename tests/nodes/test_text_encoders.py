@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.fixtures import tiny_sd3
-from tests.fixtures.tiny_text_encoders import NARROW_T5, scaled_fp8, t5_state_dict, write_t5
+from tests.fixtures.tiny_text_encoders import NARROW_T5, scaled_fp8, t5_state_dict
 from tests.numerics import relative_error
 
 # T5 output (after its final norm) with FP8 linears vs the same weights in fp32, on random token
@@ -29,8 +29,8 @@ def encoder_files(tmp_path_factory, pack):
     import folder_paths
     folder = tmp_path_factory.mktemp("text_encoders")
     save_file(tiny_sd3.clip_state_dict("clip_l", seed=int(torch.randint(0, 10**6, ()))), folder / "clip_l.safetensors")
-    write_t5(folder / "t5xxl.safetensors", seed=int(torch.randint(0, 10**6, ())))
     t5 = t5_state_dict(seed=int(torch.randint(0, 10**6, ())))
+    save_file(t5, folder / "t5xxl.safetensors")
     save_file({k: v.to(torch.float8_e4m3fn) for k, v in t5.items()}, folder / "t5xxl_fp8_e4m3fn.safetensors")
     save_file(scaled_fp8(t5), folder / "t5xxl_fp8_e4m3fn_scaled.safetensors")
     folder_paths.add_model_folder_path("text_encoders", str(folder), is_default=True)
@@ -38,9 +38,9 @@ def encoder_files(tmp_path_factory, pack):
 
 
 @pytest.fixture(scope="module")
-def clip_g_file(encoder_files):
-    """Real-size CLIP-G (695M parameters, 1.4 GB): only the two tests that need it use it."""
-    save_file(tiny_sd3.clip_state_dict("clip_g", seed=int(torch.randint(0, 10**6, ()))), encoder_files / "clip_g.safetensors")
+def clip_g_file(encoder_files, clip_g_path):
+    """Real-size CLIP-G: only the two tests that need it use it."""
+    os.link(clip_g_path, encoder_files / "clip_g.safetensors")
     yield "clip_g.safetensors"
     os.remove(encoder_files / "clip_g.safetensors")
 
@@ -215,8 +215,8 @@ def write_short_clip(path):
 
 
 WRONG_FILES = [  # (slot, file name, writer, what the message says)
-    ("clip_l", "t5_in_clip_l.safetensors", lambda p: write_t5(p), "is a T5-XXL text encoder, not a CLIP-L: pick it in t5xxl"),
-    ("t5xxl", "clip_l_in_t5.safetensors", lambda p: save_file(tiny_sd3.clip_state_dict("clip_l"), str(p)),
+    ("clip_l", "t5_in_clip_l.safetensors", lambda p: os.link(p.parent / "t5xxl.safetensors", p), "is a T5-XXL text encoder, not a CLIP-L: pick it in t5xxl"),
+    ("t5xxl", "clip_l_in_t5.safetensors", lambda p: os.link(p.parent / "clip_l.safetensors", p),
      "is a CLIP-L text encoder, not a T5-XXL: pick it in clip_l"),
     ("clip_g", "short_clip.safetensors", write_short_clip, "a CLIP text encoder 768 wide with 6 layers, not a CLIP-G"),
     ("t5xxl", "umt5.safetensors", lambda p: write_wrong_t5(p, extra={
@@ -254,14 +254,6 @@ def test_preset_without_its_t5_file_is_refused(pack, encoder_files):
 NAN_T5_KEY = "text_encoders.t5xxl.transformer.encoder.block.7.layer.1.DenseReluDense.wo.weight"
 
 
-def write_checkpoint_with_t5(path, clip_l=True):
-    state_dict = tiny_sd3.mmdit_state_dict()
-    if clip_l:
-        state_dict.update(tiny_sd3.clip_state_dict("clip_l", prefix="text_encoders.clip_l.transformer."))
-    state_dict.update(t5_state_dict(prefix="text_encoders.t5xxl.transformer."))
-    save_file(state_dict, str(path))
-
-
 def copy_with_nan(source, destination, key):
     """A copy of a safetensors file with the first value of an fp16 tensor set to NaN."""
     shutil.copyfile(source, destination)
@@ -277,9 +269,12 @@ def t5_checkpoints(tmp_path_factory, pack):
     """Tiny SD3.5 checkpoints embedding CLIP-L and the narrow T5 (also with a NaN in T5), or T5 alone."""
     import folder_paths
     folder = tmp_path_factory.mktemp("checkpoints")
-    write_checkpoint_with_t5(folder / "with_t5.safetensors")
+    state_dict = tiny_sd3.mmdit_state_dict()
+    state_dict.update(t5_state_dict(prefix="text_encoders.t5xxl.transformer."))
+    save_file(state_dict, str(folder / "only_t5.safetensors"))
+    state_dict.update(tiny_sd3.clip_state_dict("clip_l", prefix="text_encoders.clip_l.transformer."))
+    save_file(state_dict, str(folder / "with_t5.safetensors"))
     copy_with_nan(folder / "with_t5.safetensors", folder / "nan_t5.safetensors", NAN_T5_KEY)
-    write_checkpoint_with_t5(folder / "only_t5.safetensors", clip_l=False)
     folder_paths.add_model_folder_path("checkpoints", str(folder), is_default=True)
     return folder
 

@@ -4,16 +4,15 @@ has no bf16)."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from quant.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear_reference, use_small_m_kernel
+from tests.comfy_host import REPO
 from tests.numerics import relative_error
 
 pytest.importorskip("triton", reason="Triton is not installed")
-REPO = Path(__file__).resolve().parents[2]
 
 _INTERPRETED = """
 import torch, triton

@@ -9,8 +9,7 @@ from quant.errors import SD35FP8Error
 from quant.quantized_weight import QuantizedWeight
 from tests.fixtures import quantized_files
 from tests.fixtures.quantized_files import read_model, same_bits
-
-PREFIX = "model.diffusion_model."
+from tests.fixtures.tiny_sd3 import MMDIT_PREFIX as PREFIX
 
 
 def assert_read_as_stored(path, source, scale_suffix=".weight_scale", prefix="", every_linear=False):
