@@ -106,8 +106,6 @@ def main():
         large, large_fp8 = work / "large_bf16.safetensors", work / "large_fp8.safetensors"
         results["large_bf16_file"] = child("write", "large", large)
         results["convert_large_per_channel"] = child("convert", large, large_fp8, "per_channel")
-        large.unlink()
-        large_fp8.unlink()
     shutil.rmtree(work, ignore_errors=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))

@@ -19,6 +19,7 @@ from quant.fp8_linear import fp8_linear_rowwise, quantize_rows, weight_only_line
 from quant.scales import quantize_weight  # noqa: E402
 from quant.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear  # noqa: E402
 from quant.triton_kernels import dequantize_triton, quantize_rows_triton  # noqa: E402
+from tests.numerics import relative_error  # noqa: E402
 
 # (name, rows M, in K, out N): 1024x1024 image with CFG = 2 x 4096 image tokens; the context
 # stream has 2 x 154 tokens; adaLN acts on one conditioning row per image.
@@ -61,14 +62,14 @@ def main():
                "fp8_linear_eager_ms": median_ms(lambda: fp8_linear_rowwise(x, weight_fp8, scale, bias, quantize=quantize_rows_triton)),
                "weight_only_torch_ms": median_ms(lambda: weight_only_linear(x, weight_fp8, scale, bias)),
                "weight_only_ms": median_ms(lambda: weight_only_linear(x, weight_fp8, scale, bias, dequantize=dequantize_triton)),
-               "fp8_linear_error": float((out.double() - reference).norm() / reference.norm())}
+               "fp8_linear_error": relative_error(out, reference)}
         if m <= SMALL_M_MAX_ROWS:
             # GPU time alone (CUDA graph replay) too: at a few rows eager launch overhead dominates.
             small = small_m_linear(x, weight_fp8, scale, bias)
             row["small_m_kernel_ms"] = median_ms(lambda: small_m_linear(x, weight_fp8, scale, bias))
             row["small_m_kernel_gpu_ms"] = gpu_ms(lambda: small_m_linear(x, weight_fp8, scale, bias))
             row["fp8_linear_gpu_ms"] = gpu_ms(lambda: fp8_linear_rowwise(x, weight_fp8, scale, bias, quantize=quantize_rows_triton))
-            row["small_m_kernel_error"] = float((small.double() - reference).norm() / reference.norm())
+            row["small_m_kernel_error"] = relative_error(small, reference)
         row["quant_over_gemm"] = row["quant_triton_ms"] / row["fp8_gemm_ms"]
         row["fp8_tflops"] = 2 * m * k * n / row["fp8_gemm_ms"] / 1e9
         row["bf16_tflops"] = 2 * m * k * n / row["bf16_gemm_ms"] / 1e9

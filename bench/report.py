@@ -14,8 +14,7 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "st
 
 
 def load(name):
-    path = RESULTS / name
-    return json.loads(path.read_text()) if path.exists() else None
+    return json.loads((RESULTS / name).read_text())
 
 
 def find(run, variant, mode):

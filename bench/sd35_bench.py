@@ -20,6 +20,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from quant.report import GIB  # noqa: E402
 from tests.comfy_host import import_comfy_in_process  # noqa: E402
 from tests.fixtures.tiny_sd3 import mmdit_state_dict  # noqa: E402
 from tests.numerics import relative_error  # noqa: E402
@@ -30,7 +31,7 @@ MODELS = {"large": dict(depth=38, pos_embed_max_size=192, attn2_blocks=set(), na
 VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", "ours_fp8")
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
-GIB = 1024 ** 3
+CFG, SAMPLER = 4.5, "euler"
 
 
 def random_weights(model, kind, seed=0):
@@ -58,7 +59,7 @@ def conditioning(seed=0):
     return cond(), cond()
 
 
-def build(variant, weights, pack):
+def build(variant, weights):
     import comfy.sd
     if variant in STOCK_OPTIONS:
         return comfy.sd.load_diffusion_model_state_dict(dict(weights), model_options=dict(STOCK_OPTIONS[variant]))
@@ -85,7 +86,7 @@ def sample(model, size, steps, seed, positive, negative, step_times):
 
     torch.cuda.synchronize()
     last[0] = time.perf_counter()
-    return comfy.sample.sample(model, noise, steps, 4.5, "euler", "sgm_uniform", positive, negative, latent,
+    return comfy.sample.sample(model, noise, steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,
                                seed=seed, callback=callback, disable_pbar=True)
 
 
@@ -150,15 +151,14 @@ def profile_one_step(model, args, positive, negative, trace_path):
             "gpu_busy_ms": busy_ms, "kernel_span_ms": span_ms, "top_kernels": top}
 
 
-def run_variant(variant, mode, weights, pack, args, positive, negative, references):
+def run_variant(variant, mode, weights, args, positive, negative, references):
     import comfy.model_management
     from comfy_api.torch_helpers import set_torch_compile_wrapper
     comfy.model_management.unload_all_models()
     gc.collect()
     comfy.model_management.soft_empty_cache()
-    torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    model = build(variant, weights, pack)
+    model = build(variant, weights)
     comfy.model_management.load_models_gpu([model])
     torch.cuda.synchronize()
     load_seconds = time.perf_counter() - started
@@ -168,9 +168,8 @@ def run_variant(variant, mode, weights, pack, args, positive, negative, referenc
         model = model.clone()
         set_torch_compile_wrapper(model=model, backend="inductor")
     forward = one_forward(model, args.size) if mode == "eager" and not args.vram_cap_gib else None
-    warm = []
     started = time.perf_counter()
-    sample(model, args.size, 2, args.seed, positive, negative, warm)  # warm-up (and compilation)
+    sample(model, args.size, 2, args.seed, positive, negative, [])  # warm-up (and compilation)
     result["warmup_s"] = round(time.perf_counter() - started, 1)
     torch._dynamo.utils.counters.clear()
     torch.cuda.reset_peak_memory_stats()
@@ -190,7 +189,6 @@ def run_variant(variant, mode, weights, pack, args, positive, negative, referenc
     references.setdefault("latent", latent)
     result["latent_error"] = round(relative_error(latent, references["latent"]), 4)
     print(json.dumps({k: v for k, v in result.items() if k != "step_times"}), flush=True)
-    del model
     return result
 
 
@@ -208,7 +206,7 @@ def main():
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
 
-    pack = import_comfy_in_process()
+    import_comfy_in_process()
     import comfy.model_management
     import comfyui_version
     total_memory = torch.cuda.get_device_properties(0).total_memory
@@ -221,7 +219,7 @@ def main():
           f"{time.perf_counter() - started:.0f} s", flush=True)
     positive, negative = conditioning(args.seed)
     run = {"model": MODELS[args.model]["name"], "weights": args.weights, "size": args.size, "steps": args.steps,
-           "cfg": 4.5, "batch": 2, "sampler": "euler", "vram_cap_gib": args.vram_cap_gib,
+           "cfg": CFG, "batch": 2, "sampler": SAMPLER, "vram_cap_gib": args.vram_cap_gib,
            "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
            "comfyui": comfyui_version.__version__, "python": platform.python_version(),
            "command": " ".join(["python"] + sys.argv), "reference": "stock_default eager", "results": []}
@@ -229,7 +227,7 @@ def main():
     # Every error is against stock ComfyUI's default (eager), so that runs first.
     runs = [("stock_default", "eager")] + [(v, m) for m in args.modes for v in args.variants]
     for variant, mode in dict.fromkeys(runs):
-        run["results"].append(run_variant(variant, mode, weights, pack, args, positive, negative, references))
+        run["results"].append(run_variant(variant, mode, weights, args, positive, negative, references))
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.model}_{args.weights}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
     (args.out / name).write_text(json.dumps(run, indent=1))

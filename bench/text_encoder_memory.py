@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from quant.report import GIB  # noqa: E402
 from tests.fixtures.tiny_sd3 import clip_state_dict  # noqa: E402
 from tests.fixtures.tiny_text_encoders import T5XXL, write_t5  # noqa: E402
 from tests.numerics import relative_error  # noqa: E402
@@ -31,7 +32,6 @@ from tests.numerics import relative_error  # noqa: E402
 FILES = {"clip_l": "clip_l.safetensors", "clip_g": "clip_g.safetensors", "t5xxl": "t5xxl_fp16.safetensors"}
 SETS = {"full fp16": "full (L+G+T5)", "no T5": "no T5 (L+G)", "T5 FP8": "T5 in FP8"}
 PROMPT = "a photograph of a red fox standing in fresh snow at dawn, soft light"
-GIB = 1024 ** 3
 
 
 def write_files(folder):
