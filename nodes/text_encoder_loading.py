@@ -13,7 +13,7 @@ import comfy.model_management
 import comfy.sd
 import folder_paths
 
-from ..quant.compute_path import WEIGHT_ONLY, ComputePath
+from ..quant.compute_path import TEXT_ENCODER_COMPUTE
 from ..quant.errors import SD35FP8Error
 from ..quant.quantize import quantize_state_dict
 from ..quant.report import GIB
@@ -28,9 +28,6 @@ T5_PRECISIONS = ("as stored", "fp8_e4m3fn", "fp16", "bf16")
 CHECKPOINT_TEXT_ENCODER_OPTIONS = {"as stored": "as stored", "drop T5": None, "T5 in FP8": "fp8_e4m3fn"}
 _CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _STORED_DTYPES = {"fp32": torch.float32, **_CAST_DTYPES}
-# T5 runs once per prompt, so FP8 matmuls would save nothing; weight-only keeps its activations,
-# which have large outliers, out of FP8.
-TEXT_ENCODER_COMPUTE = ComputePath(WEIGHT_ONLY, "text encoders run once per prompt: weights dequantized, activations unquantized")
 
 
 @dataclass(frozen=True)

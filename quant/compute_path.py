@@ -54,3 +54,8 @@ def choose_compute_path(device_type: str, capability, torch_version, force_weigh
                            triton_kernels)
     return ComputePath(FP8_TENSORWISE, f"compute capability {cc} but torch {torch_text} has no row-wise FP8 matmul: per-tensor activation scales",
                        triton_kernels)
+
+
+# T5 runs once per prompt, so FP8 matmuls would save nothing; weight-only keeps its activations,
+# which have large outliers, out of FP8.
+TEXT_ENCODER_COMPUTE = ComputePath(WEIGHT_ONLY, "text encoders run once per prompt: weights dequantized, activations unquantized")

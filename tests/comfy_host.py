@@ -20,9 +20,12 @@ def host_env():
     return values
 
 
-def import_comfy_in_process():
+def import_comfy_in_process(dynamic_vram=False, reserve_vram_gib=None):
     """Puts ComfyUI first on sys.path (its `nodes` module must win over this repo's `nodes/`),
-    then imports the pack as ComfyUI does, as a package named after its custom_nodes folder."""
+    then imports the pack as ComfyUI does, as a package named after its custom_nodes folder.
+
+    reserve_vram_gib: ComfyUI's --reserve-vram. dynamic_vram: turn DynamicVRAM on as ComfyUI 0.33's
+    main.py does on a GPU (its default there); call before anything imports comfy.model_management."""
     env = host_env()
     comfy_dir, custom_nodes = env["SD35FP8_COMFYUI"], os.path.join(env["SD35FP8_BASE"], "custom_nodes")
     for path in (custom_nodes, comfy_dir):
@@ -35,6 +38,29 @@ def import_comfy_in_process():
     import comfy.options
     comfy.options.enable_args_parsing(False)
     from comfy.cli_args import args
+    args.reserve_vram = reserve_vram_gib
+    if dynamic_vram:
+        # main.py loads comfy-aimdo's library before anything initialises CUDA.
+        import comfy_aimdo.control
+        headroom = None if reserve_vram_gib is None else int(reserve_vram_gib * 1024 ** 3)
+        comfy_aimdo.control.init(simple_vram_headroom=headroom, nvml_pressure=not args.disable_nvml_pressure)
     args.cpu = not torch.cuda.is_available()
+    if dynamic_vram:
+        _enable_dynamic_vram(args)
     import importlib
     return importlib.import_module(PACK_MODULE)
+
+
+def _enable_dynamic_vram(args):
+    """The rest of main.py's order: ComfyUI's memory modules, comfy-aimdo's devices, and the dynamic
+    ModelPatcher as the one every loader builds."""
+    import comfy_aimdo.control
+    import comfy.memory_management
+    import comfy.model_management
+    import comfy.model_patcher
+    devices = ((device.index, int(args.vram_headroom * 1024 ** 3))
+               for device in comfy.model_management.get_all_torch_devices())
+    if not comfy_aimdo.control.init_devices(devices):
+        raise RuntimeError("comfy-aimdo could not start on this GPU: DynamicVRAM cannot be turned on")
+    comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
+    comfy.memory_management.aimdo_enabled = True

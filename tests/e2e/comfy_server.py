@@ -43,10 +43,11 @@ def free_port():
 
 
 class ComfyServer:
-    def __init__(self, python, comfyui, base, log_path, cpu=True):
+    def __init__(self, python, comfyui, base, log_path, cpu=True, extra_args=()):
         self.python, self.comfyui, self.base = python, Path(comfyui), Path(base)
         self.log_path = Path(log_path)
         self.cpu = cpu
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
@@ -58,6 +59,7 @@ class ComfyServer:
                    "--database-url", "sqlite:///:memory:"]
         if self.cpu:
             command.append("--cpu")
+        command += self.extra_args
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=self.comfyui, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

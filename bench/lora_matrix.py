@@ -1,0 +1,174 @@
+"""LoRA, offloading and DynamicVRAM on one ComfyUI host, in one process on one GPU: stock default
+and this pack's two compute paths through ComfyUI's own LoRA code (comfy.sd.load_lora_for_models,
+what LoraLoader calls) and sampling (comfy.sample.sample).
+
+  python bench/lora_matrix.py --label "0.33 DynamicVRAM" --dynamic-vram --out DIR
+  python bench/lora_matrix.py --label "0.33 DynamicVRAM" --dynamic-vram --vram-cap-gib 8 --out DIR
+
+For each variant the LoRA states run in this order on the same loaded model: none, one LoRA, two
+stacked, the first at another strength, none again (the LoRA removed). Every latent error is
+against stock default with the same LoRA state; a run without --vram-cap-gib computes those
+references and saves them (DIR/references_<label>.pt) for the capped run of the same host.
+SD3.5 Large shapes, random weights; two random rank-16 LoRAs on every joint block's qkv and fc1.
+"""
+import argparse
+import gc
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.sd35_bench import CFG, SAMPLER, build, conditioning, random_weights  # noqa: E402
+from quant.report import GIB  # noqa: E402
+from tests.comfy_host import import_comfy_in_process  # noqa: E402
+from tests.fixtures.random_lora import random_lora  # noqa: E402
+from tests.numerics import relative_error  # noqa: E402
+
+STATES = (("none", ()), ("one LoRA", (("a", 1.0),)), ("two stacked", (("a", 1.0), ("b", 1.0))),
+          ("strength changed", (("a", 0.5),)), ("LoRA removed", ()))
+
+
+def with_loras(model, loras, state):
+    import comfy.sd
+    for lora_name, strength in state:
+        model, _ = comfy.sd.load_lora_for_models(model, None, loras[lora_name], strength, 0)
+    return model
+
+
+def device_memory_in_use():
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / GIB
+
+
+def sample_timed(model, args, positive, negative):
+    """(latent, seconds per step after the first, device memory in use at most, sampled per step)."""
+    import comfy.sample
+    latent = torch.zeros(1, 16, args.size // 8, args.size // 8)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(args.seed))
+    times, in_use, last = [], [], [None]
+
+    def callback(step, x0, x, total):
+        torch.cuda.synchronize()
+        now = time.perf_counter()
+        if last[0] is not None:
+            times.append(now - last[0])
+        last[0] = now
+        in_use.append(device_memory_in_use())
+
+    out = comfy.sample.sample(model, noise, args.steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,
+                              seed=args.seed, callback=callback, disable_pbar=True)
+    return out, times, max(in_use)
+
+
+def run_cell(variant, state_name, model, args, positive, negative):
+    cell = {"variant": variant, "lora": state_name}
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        latent, times, in_use = sample_timed(model, args, positive, negative)
+    except Exception as error:  # a cell that fails is a result: record it and go on
+        cell.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(limit=8))
+        print(json.dumps({k: v for k, v in cell.items() if k != "traceback"}), flush=True)
+        return cell, None
+    cell.update(s_per_step=round(statistics.median(times), 4), step_times=[round(t, 4) for t in times],
+                torch_peak_gib=round(torch.cuda.max_memory_allocated() / GIB, 2), device_in_use_gib=round(in_use, 2))
+    return cell, latent
+
+
+def run_variant(variant, weights, loras, args, positive, negative, references, compiled=False):
+    import comfy.model_management
+    comfy.model_management.unload_all_models()
+    gc.collect()
+    comfy.model_management.soft_empty_cache()
+    started = time.perf_counter()
+    base = build(variant, weights)
+    load_s = round(time.perf_counter() - started, 1)
+    if compiled:
+        from comfy_api.torch_helpers import set_torch_compile_wrapper
+        base = base.clone()
+        set_torch_compile_wrapper(model=base, backend="inductor")
+        torch._dynamo.utils.counters.clear()
+    states = STATES[:2] if compiled or variant == "stock_fp8" else STATES
+    cells, latents = [], {}
+    for state_name, state in states:
+        cell, latent = run_cell(variant, state_name, with_loras(base, loras, state), args, positive, negative)
+        cell.update(load_s=load_s, compiled=compiled)
+        if latent is not None:
+            latents[state_name] = latent
+            reference = references.get(state_name)
+            if reference is not None:
+                cell["latent_error"] = round(relative_error(latent, reference), 4)
+            if state_name == "LoRA removed" and "none" in latents:
+                cell["bit_equal_to_none"] = torch.equal(latent, latents["none"])
+        if compiled:
+            cell["recompiles"] = int(sum(torch._dynamo.utils.counters["recompiles"].values()))
+        print(json.dumps({k: v for k, v in cell.items() if k != "step_times"}), flush=True)
+        cells.append(cell)
+    del base
+    return cells, latents
+
+
+def total_gpu_memory_gib():
+    # Asked of nvidia-smi: comfy-aimdo must start before this process touches CUDA (main.py's order).
+    mib = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+                         capture_output=True, text=True, check=True).stdout.split()[0]
+    return int(mib) / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--label", required=True, help="the host as the tables name it, e.g. '0.33 DynamicVRAM'")
+    parser.add_argument("--dynamic-vram", action="store_true", help="turn DynamicVRAM on as ComfyUI 0.33's main.py does")
+    parser.add_argument("--vram-cap-gib", type=float, default=0, help="ComfyUI's --reserve-vram leaving this much")
+    parser.add_argument("--compile", action="store_true", help="also TorchCompileModel's compile of ours FP8 with a LoRA")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    total_gib = total_gpu_memory_gib()
+    reserve = total_gib - args.vram_cap_gib if args.vram_cap_gib else None
+    import_comfy_in_process(dynamic_vram=args.dynamic_vram, reserve_vram_gib=reserve)
+    import comfy.memory_management
+    import comfyui_version
+    if args.vram_cap_gib and not args.dynamic_vram:
+        # ComfyUI's own estimates keep within the reserve; the fraction makes torch enforce it.
+        torch.cuda.set_per_process_memory_fraction(args.vram_cap_gib / total_gib)
+    weights = random_weights("large", "gaussian", args.seed)
+    loras = {"a": random_lora(weights, args.seed + 10), "b": random_lora(weights, args.seed + 20)}
+    positive, negative = conditioning(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    references_file = args.out / f"references_{args.label.replace(' ', '_')}.pt"
+    run = {"label": args.label, "comfyui": comfyui_version.__version__, "dynamic_vram": args.dynamic_vram,
+           "aimdo_enabled": bool(getattr(comfy.memory_management, "aimdo_enabled", False)),
+           "vram_cap_gib": args.vram_cap_gib, "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+           "python": platform.python_version(), "model": "SD3.5 Large", "size": args.size, "steps": args.steps,
+           "cfg": CFG, "batch": 2, "sampler": SAMPLER, "lora_rank": 16,
+           "command": " ".join(["python"] + sys.argv), "reference": "stock default, same LoRA state", "results": []}
+    if args.vram_cap_gib:
+        references = torch.load(references_file)
+        variants = ("stock_fp8", "ours_fp8", "ours_weight_only")
+    else:
+        cells, references = run_variant("stock_default", weights, loras, args, positive, negative, {})
+        run["results"] += cells
+        torch.save(references, references_file)
+        variants = ("ours_fp8", "ours_weight_only")
+    for variant in variants:
+        run["results"] += run_variant(variant, weights, loras, args, positive, negative, references)[0]
+    if args.compile:
+        run["results"] += run_variant("ours_fp8", weights, loras, args, positive, negative, references, compiled=True)[0]
+    name = f"lora_{args.label.replace(' ', '_').replace('.', '')}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
+    (args.out / name).write_text(json.dumps(run, indent=1))
+    print("wrote", args.out / name, flush=True)
+
+
+if __name__ == "__main__":
+    main()

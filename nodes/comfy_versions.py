@@ -1,0 +1,96 @@
+"""Where ComfyUI versions differ in how a layer's weight is loaded, offloaded and LoRA-patched.
+Each branch names the version it serves; nodes/ops.py uses this module and nothing else that
+depends on the version.
+
+A LoRA on an FP8Linear stays beside the FP8 weight as a low-rank side path (quant/low_rank.py).
+It reaches the layer one of two ways:
+- merged before sampling (full VRAM, every version): ModelPatcher calls the layer's
+  convert_weight / set_weight, and set_weight puts the side path on a new weight Parameter;
+- per call (low VRAM: weight_function; 0.33 DynamicVRAM: weight_lowvram_function): a LowVramPatch
+  that ComfyUI builds, whose class is swapped to ScaledLowVramPatch.
+A LoRA whose change is not of low rank is merged into the FP8 weight and requantized instead.
+"""
+import inspect
+
+import torch
+import comfy.float
+import comfy.lora
+import comfy.model_patcher
+import comfy.utils
+from comfy.ops import cast_bias_weight
+
+from ..quant.low_rank import lora_beside
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# 0.33 moved string_to_seed from comfy.model_patcher to comfy.utils.
+string_to_seed = getattr(comfy.utils, "string_to_seed", None) or comfy.model_patcher.string_to_seed
+
+# 0.33 (DynamicVRAM): cast_bias_weight applies weight_lowvram_function in compute_dtype and, with
+# want_requant, rounds the result back to the stored dtype; 0.3.x has neither argument.
+_CAST_REQUANT_ARGS = "want_requant" in inspect.signature(cast_bias_weight).parameters
+
+
+class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
+    """A LoRA applied at call time to an FP8Linear. It leaves the stored weight as it is and keeps
+    the LoRA as a side path, found from the patched weight on first use; a LoRA without low-rank
+    factors is merged: given the stored fp8 tensor it returns the patched fp8 tensor (same scale),
+    given stored values in a float dtype (0.33 DynamicVRAM) patched stored-domain values in that
+    dtype, which ComfyUI then rounds to fp8."""
+
+    def low_rank(self, stored):
+        if not hasattr(self, "sd35_low_rank"):
+            self.sd35_low_rank = lora_beside(stored, self.sd35_fp8_layer.weight_scale, self._patched(stored, torch.float32))
+        return self.sd35_low_rank
+
+    def _patched(self, stored, compute):
+        scale = self.sd35_fp8_layer.weight_scale.to(device=stored.device, dtype=compute)
+        # 0.33 prefetches the patch tensors to the GPU (prepared_patches); 0.3.x has no such attribute.
+        patches = getattr(self, "prepared_patches", None) or self.patches[self.key]
+        return comfy.lora.calculate_weight(patches, stored.to(compute) * scale, self.key, intermediate_dtype=compute)
+
+    def __call__(self, weight):
+        if self.low_rank(weight) is not None:
+            return weight
+        compute = weight.dtype if weight.dtype in _FLOAT_DTYPES else torch.float32
+        stored = self._patched(weight, compute) / self.sd35_fp8_layer.weight_scale.to(device=weight.device, dtype=compute)
+        if weight.dtype in _FLOAT_DTYPES:
+            return stored
+        return comfy.float.stochastic_rounding(stored, weight.dtype, seed=string_to_seed(self.key))
+
+
+def _own_lowvram_patches(layer):
+    # ComfyUI creates its LowVramPatch objects at load and at partial unload, in every version;
+    # swapping the class keeps the object ComfyUI holds (its prepared patches and pinned memory).
+    for patch in (*layer.weight_function, getattr(layer, "weight_lowvram_function", None)):
+        if type(patch) is comfy.model_patcher.LowVramPatch:
+            patch.__class__ = ScaledLowVramPatch
+            patch.sd35_fp8_layer = layer
+
+
+def cast_stored_weight(layer, input):
+    """(weight: the stored fp8 tensor on input's device with any LoRA applied, bias in input's
+    dtype, offload state for comfy.ops.uncast_bias_weight)."""
+    _own_lowvram_patches(layer)
+    requant = {"compute_dtype": input.dtype, "want_requant": True} if _CAST_REQUANT_ARGS else {}
+    return cast_bias_weight(layer, input, dtype=layer.weight.dtype, bias_dtype=input.dtype, offloadable=True,
+                            **requant)
+
+
+def lora_side_path(layer, weight):
+    """The low-rank LoRA of this call (quant.low_rank.LowRank) or None; weight: what
+    cast_stored_weight returned."""
+    merged = getattr(layer.weight, "sd35_low_rank", None)
+    if merged is not None:
+        return merged
+    for patch in (*layer.weight_function, getattr(layer, "weight_lowvram_function", None)):
+        if isinstance(patch, ScaledLowVramPatch):
+            return patch.low_rank(weight)
+    return None
+
+
+def keep_stored_dtype(layer):
+    """0.33 (DynamicVRAM) stages a weight in VRAM in the dtype it archived when the model was built,
+    before the fp8 weights were loaded: without this it would hold (and hand out) the unscaled fp8
+    values widened to the compute dtype, twice the memory, and a LoRA would come back in that dtype."""
+    layer.weight_comfy_model_dtype = layer.weight.dtype

@@ -1,0 +1,66 @@
+"""Run by tests/gpu/test_dynamic_vram_lora.py in a process of its own, since DynamicVRAM is switched
+on for a whole process: `python -m tests.gpu.dynamic_vram_lora SEED`. Samples one step of a tiny
+SD3.5 MMDiT with stock default and with each of this pack's compute paths, without a LoRA, with one
+and with it removed again, and prints the latents' comparisons as JSON on its last line.
+Exit code 3: this ComfyUI has no comfy-aimdo (DynamicVRAM exists from 0.33)."""
+import importlib.util
+import json
+import sys
+
+import torch
+
+from tests.comfy_host import import_comfy_in_process
+from tests.fixtures.random_lora import random_lora
+from tests.fixtures.tiny_sd3 import mmdit_state_dict
+from tests.numerics import relative_error
+
+
+def sample(model, positive, negative, seed):
+    import comfy.sample
+    latent = torch.zeros(1, 16, 32, 32)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    return comfy.sample.sample(model, noise, 1, 4.5, "euler", "sgm_uniform", positive, negative, latent,
+                               seed=seed, disable_pbar=True)
+
+
+def main(seed):
+    import_comfy_in_process(dynamic_vram=True)
+    import comfy.memory_management
+    import comfy.model_patcher
+    import comfy.sd
+    from sd35_fp8.nodes.model_loading import build_fp8_model
+    from sd35_fp8.quant.policy import POLICIES
+    weights = mmdit_state_dict("medium", depth=2, seed=seed, prefix="")
+    lora = random_lora(weights, seed + 1, rank=4, std=0.08)
+    generator = torch.Generator().manual_seed(seed + 2)
+    positive, negative = ([[torch.randn(1, 154, 4096, generator=generator) * 0.5,
+                            {"pooled_output": torch.randn(1, 2048, generator=generator) * 0.5}]] for _ in range(2))
+    models = {"stock default": comfy.sd.load_diffusion_model_state_dict(dict(weights))}
+    for compute in ("auto", "weight_only"):
+        models[compute], _, path = build_fp8_model(iter(weights.items()), len(weights), 0, "tiny", "tiny",
+                                                  POLICIES["fp8_default"], force_weight_only=compute == "weight_only")
+        models[compute + " path"] = path.name
+    latents = {}
+    for name in ("stock default", "auto", "weight_only"):
+        model = models[name]
+        with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
+        latents[name] = {"none": sample(model, positive, negative, seed), "lora": sample(with_lora, positive, negative, seed),
+                         "removed": sample(model, positive, negative, seed)}
+    stock = latents["stock default"]
+    result = {"aimdo_enabled": bool(comfy.memory_management.aimdo_enabled),
+              "patcher": type(models["auto"]).__name__,
+              "paths": {c: models[c + " path"] for c in ("auto", "weight_only")},
+              "lora_effect": relative_error(stock["lora"], stock["none"])}
+    for compute in ("auto", "weight_only"):
+        ours = latents[compute]
+        result[compute] = {"error_without_lora": relative_error(ours["none"], stock["none"]),
+                           "error_with_lora": relative_error(ours["lora"], stock["lora"]),
+                           "removed_bit_equal": torch.equal(ours["removed"], ours["none"]),
+                           "finite": bool(torch.isfinite(ours["lora"]).all())}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    if importlib.util.find_spec("comfy_aimdo") is None:
+        sys.exit(3)
+    main(int(sys.argv[1]))

@@ -1,0 +1,34 @@
+"""A LoRA through ComfyUI's own LoRA code with DynamicVRAM on, as ComfyUI 0.33's main.py turns it on
+on a GPU (its default there): both compute paths sample, the LoRA takes effect at the right scale,
+and removing it gives back the model's output bit for bit. CI has no GPU: skipped there."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.comfy_host import REPO
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="DynamicVRAM needs a CUDA GPU; CI has none")
+
+
+def test_lora_with_dynamic_vram_on_each_compute_path():
+    seed = int(torch.randint(0, 10**6, ()))
+    child = subprocess.run([sys.executable, "-m", "tests.gpu.dynamic_vram_lora", str(seed)], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    if child.returncode == 3:
+        pytest.skip("this ComfyUI has no comfy-aimdo: DynamicVRAM exists from ComfyUI 0.33")
+    assert child.returncode == 0, child.stderr[-4000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["aimdo_enabled"] and result["patcher"] == "ModelPatcherDynamic"
+    fp8_tensor_cores = torch.cuda.get_device_capability() >= (8, 9)
+    assert result["paths"] == {"auto": "fp8_matmul_rowwise" if fp8_tensor_cores else "weight_only",
+                               "weight_only": "weight_only"}
+    assert result["lora_effect"] > 0.05, "the LoRA must change the stock output clearly"
+    for compute in ("auto", "weight_only"):
+        ours = result[compute]
+        assert ours["finite"] and ours["removed_bit_equal"], (compute, ours)
+        # A LoRA applied to the unscaled fp8 values, or not at all, would land near lora_effect.
+        assert ours["error_with_lora"] <= ours["error_without_lora"] + 0.02, (compute, ours)
+        assert ours["error_with_lora"] <= 0.1, (compute, ours)

@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from quant.low_rank import MAX_RANK, low_rank_factors
+from tests.numerics import relative_error
+
+
+@pytest.mark.parametrize("rank", [1, 16, 32, MAX_RANK])
+def test_factors_reproduce_a_low_rank_difference(rank):
+    out_features, in_features = 300, 200
+    difference = torch.randn(out_features, rank) @ torch.randn(rank, in_features) * 0.01
+    factors = low_rank_factors(difference, tolerance=1e-5 * torch.linalg.matrix_norm(difference))
+    assert factors is not None and factors.up.shape == (out_features, rank) and factors.down.shape == (rank, in_features)
+    assert relative_error(factors.up @ factors.down, difference) <= 1e-5
+
+
+def test_a_difference_above_the_rank_limit_has_no_factors():
+    assert low_rank_factors(torch.randn(300, 200), tolerance=1.0) is None
+    assert low_rank_factors(torch.randn(100, 20) @ torch.randn(20, 80), tolerance=1e-3, max_rank=16) is None
+
+
+def test_rounding_noise_within_the_tolerance_does_not_raise_the_rank():
+    """A LoRA patch computed in fp16 (ComfyUI 0.33's LoRA dtype on a GPU): the factors keep the
+    LoRA's rank, not the rank of the rounding noise."""
+    weight = torch.randn(256, 192) * 192 ** -0.5
+    lora = torch.randn(256, 8) @ torch.randn(8, 192) * 0.01
+    difference = (weight.half() + lora.half()).float() - weight.half().float()
+    tolerance = torch.finfo(torch.float16).eps * torch.linalg.matrix_norm(weight)
+    factors = low_rank_factors(difference, tolerance)
+    assert factors.up.shape[1] == 8
+    assert relative_error(factors.up @ factors.down, lora) <= 0.02
+
+
+def test_a_zero_difference_gives_rank_zero_factors_that_add_nothing():
+    factors = low_rank_factors(torch.zeros(50, 40), tolerance=0.0)
+    x = torch.randn(3, 40)
+    assert factors.up.shape == (50, 0) and torch.equal(factors.apply(x), torch.zeros(3, 50))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_apply_matches_the_merged_product(dtype):
+    difference = torch.randn(64, 8) @ torch.randn(8, 48)
+    x = torch.randn(5, 48, dtype=dtype)
+    out = low_rank_factors(difference, tolerance=1e-5 * torch.linalg.matrix_norm(difference)).apply(x)
+    assert out.dtype == dtype
+    assert relative_error(out, x.double() @ difference.double().t()) <= (1e-5 if dtype == torch.float32 else 1e-2)
