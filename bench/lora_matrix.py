@@ -137,7 +137,7 @@ def main():
     total_gib = total_gpu_memory_gib()
     reserve = total_gib - args.vram_cap_gib if args.vram_cap_gib else None
     import_comfy_in_process(dynamic_vram=args.dynamic_vram, reserve_vram_gib=reserve)
-    import comfy.memory_management
+    import comfy.model_patcher
     import comfyui_version
     if args.vram_cap_gib and not args.dynamic_vram:
         # ComfyUI's own estimates keep within the reserve; the fraction makes torch enforce it.
@@ -148,7 +148,7 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     references_file = args.out / f"references_{args.label.replace(' ', '_')}.pt"
     run = {"label": args.label, "comfyui": comfyui_version.__version__, "dynamic_vram": args.dynamic_vram,
-           "aimdo_enabled": bool(getattr(comfy.memory_management, "aimdo_enabled", False)),
+           "model_patcher": getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher).__name__,
            "vram_cap_gib": args.vram_cap_gib, "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
            "python": platform.python_version(), "model": "SD3.5 Large", "size": args.size, "steps": args.steps,
            "cfg": CFG, "batch": 2, "sampler": SAMPLER, "lora_rank": 16,
