@@ -6,13 +6,13 @@ site=/tmp/site
 if [ ! -d $site/comfy_kitchen ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target $site .device/whl/*.whl || return 1
   tar -C $site -xJf .device/comfy_kitchen.tar.xz || return 1
-  mkdir -p $site/av
-  printf 'from types import ModuleType as _M\nimport sys as _s\nclass _Any:\n    def __init__(self, *a, **k): pass\n    def __getattr__(self, name): return _Any\n' >$site/av/__init__.py
-  for sub in container subtitles subtitles/stream video video/reformatter error; do
-    mkdir -p $site/av/$sub; printf 'from av import _Any\ndef __getattr__(name):\n    return _Any\n' >$site/av/$sub/__init__.py
-  done
-  printf 'from av import _Any\ndef __getattr__(name):\n    return _Any\n' >>$site/av/__init__.py
 fi
+# av (35 MB) is not carried: an import-only stub, as SD3.5 never calls it
+mkdir -p $site/av
+printf 'class _Meta(type):\n    def __getattr__(cls, name): return _Any\nclass _Any(metaclass=_Meta):\n    def __init__(self, *a, **k): pass\n    def __getattr__(self, name): return _Any\ndef __getattr__(name): return _Any\n' >$site/av/__init__.py
+for sub in container subtitles subtitles/stream video video/reformatter error; do
+  mkdir -p $site/av/$sub; printf 'from av import _Any\ndef __getattr__(name):\n    return _Any\n' >$site/av/$sub/__init__.py
+done
 export PYTHONPATH=$site PYTHONUNBUFFERED=1
 for version in 075 033; do
   host=/tmp/host$version

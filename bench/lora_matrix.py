@@ -63,8 +63,9 @@ def sample_timed(model, args, positive, negative):
         last[0] = now
         in_use.append(device_memory_in_use())
 
-    out = comfy.sample.sample(model, noise, args.steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,
-                              seed=args.seed, callback=callback, disable_pbar=True)
+    with torch.inference_mode():  # as ComfyUI's executor runs every node
+        out = comfy.sample.sample(model, noise, args.steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,
+                                  seed=args.seed, callback=callback, disable_pbar=True)
     return out, times, max(in_use)
 
 

@@ -48,7 +48,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         out = self.linear(input, weight, self.weight_scale.to(device=input.device, non_blocking=True), bias)
         lora = lora_side_path(self, weight)
         if lora is not None:
-            out = out + lora.apply(input)
+            out = lora.add_to(out, input)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
 

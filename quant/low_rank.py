@@ -28,9 +28,12 @@ class LowRank(NamedTuple):
     up: torch.Tensor    # (out, rank), fp32
     down: torch.Tensor  # (rank, in), fp32
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """x @ (up @ down).T in x's dtype, the cheap way round (rank-sized intermediate)."""
-        return (x @ self.down.to(x.dtype).t()) @ self.up.to(x.dtype).t()
+    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out += x @ (up @ down).T, in place, the cheap way round: a rank-sized intermediate and one
+        GEMM that accumulates into out (the output is read and written once more, not three times)."""
+        out2d = out.view(-1, out.shape[-1])
+        out2d.addmm_(x.reshape(-1, x.shape[-1]) @ self.down.to(x.dtype).t(), self.up.to(x.dtype).t())
+        return out
 
 
 def low_rank_factors(difference: torch.Tensor, tolerance: float, max_rank: int = MAX_RANK) -> Optional[LowRank]:

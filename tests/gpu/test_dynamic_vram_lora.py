@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="DynamicVR
 
 def test_lora_with_dynamic_vram_on_each_compute_path():
     seed = int(torch.randint(0, 10**6, ()))
-    child = subprocess.run([sys.executable, "-m", "tests.gpu.dynamic_vram_lora", str(seed)], cwd=REPO,
+    child = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "tests.gpu.dynamic_vram_lora", str(seed)], cwd=REPO,
                            capture_output=True, text=True, timeout=600)
     if child.returncode == 3:
         pytest.skip("this ComfyUI has no comfy-aimdo: DynamicVRAM exists from ComfyUI 0.33")

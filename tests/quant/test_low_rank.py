@@ -33,14 +33,15 @@ def test_rounding_noise_within_the_tolerance_does_not_raise_the_rank():
 
 def test_a_zero_difference_gives_rank_zero_factors_that_add_nothing():
     factors = low_rank_factors(torch.zeros(50, 40), tolerance=0.0)
-    x = torch.randn(3, 40)
-    assert factors.up.shape == (50, 0) and torch.equal(factors.apply(x), torch.zeros(3, 50))
+    x, out = torch.randn(3, 40), torch.randn(3, 50)
+    assert factors.up.shape == (50, 0) and torch.equal(factors.add_to(out.clone(), x), out)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_apply_matches_the_merged_product(dtype):
+def test_add_to_matches_the_merged_product(dtype):
     difference = torch.randn(64, 8) @ torch.randn(8, 48)
-    x = torch.randn(5, 48, dtype=dtype)
-    out = low_rank_factors(difference, tolerance=1e-5 * torch.linalg.matrix_norm(difference)).apply(x)
-    assert out.dtype == dtype
-    assert relative_error(out, x.double() @ difference.double().t()) <= (1e-5 if dtype == torch.float32 else 1e-2)
+    x, out = torch.randn(2, 5, 48, dtype=dtype), torch.randn(2, 5, 64, dtype=dtype)
+    expected = out.double() + x.double() @ difference.double().t()
+    result = low_rank_factors(difference, tolerance=1e-5 * torch.linalg.matrix_norm(difference)).add_to(out, x)
+    assert result is out and out.dtype == dtype
+    assert relative_error(out, expected) <= (1e-5 if dtype == torch.float32 else 1e-2)
