@@ -30,6 +30,7 @@ THUMBNAIL_WIDTH = 640
 GAP = 50  # between columns, and between a node's bottom and the next node's title bar
 # A little room beyond what this frontend measures: another frontend's fonts can be a few pixels wider.
 WIDTH_MARGIN = 1.15
+NOTE_WIDTH, NOTE_MIN_HEIGHT = 460, 420  # the notes' text fits in 460 x 420
 
 LARGE = "sd3.5_large.safetensors"
 FILES_LARGE = f"""**Files** (Hugging Face, stabilityai/stable-diffusion-3.5-large):
@@ -47,7 +48,7 @@ class Node:
     key: str
     type: str
     widgets: dict = field(default_factory=dict)
-    title: str = None
+    title: str | None = None
     min_size: tuple = (0, 0)
 
 
@@ -55,7 +56,7 @@ class Node:
 class Workflow:
     name: str
     note: str
-    columns: tuple  # tuples of Node, left to right; the note goes first, above the first column
+    columns: tuple  # tuples of Node, left to right, each column top to bottom; the note goes left of them
     links: tuple  # ("from_key.OUTPUT_NAME", "to_key.input_name")
 
 
@@ -225,7 +226,7 @@ quantization (SD3.5 Large: seconds instead of a minute and more).
                   "sd3.5_large_fp8.safetensors", 28, 3.5, "sd35_fp8/large_saved"),
 )
 
-BUILD_GRAPH = """async (spec) => {
+BUILD_GRAPH = """(spec) => {
     app.graph.clear();
     const made = {};
     for (const column of spec.columns) for (const n of column) {
@@ -258,8 +259,6 @@ BUILD_GRAPH = """async (spec) => {
         }
         x += width + spec.gap;
     }
-    app.graph.setDirtyCanvas(true, true);
-    return JSON.stringify(app.graph.serialize());
 }"""
 
 ADD_NOTE = """(spec) => {
@@ -286,8 +285,6 @@ SHOW_WHOLE_GRAPH = """() => {
     app.canvas.draw(true, true);
     return [200, 200, Math.ceil(right - left), Math.ceil(bottom - top)];
 }"""
-
-NOTE_WIDTH, NOTE_MIN_HEIGHT = 460, 420  # the notes' text fits in 460 x 420
 
 
 def build(page, workflow):
