@@ -1,4 +1,4 @@
-"""Runs workflows/sd35_large_fp8_t2i_no_t5.json on a real ComfyUI server with this pack installed
+"""Runs workflows/sd35_large_fp8_8gb_no_t5.json on a real ComfyUI server with this pack installed
 and copies the image to out/. Start it with scripts/demo.sh (it sets up the host first).
 
     bash scripts/demo.sh
@@ -26,7 +26,7 @@ from tests.comfy_host import host_env  # noqa: E402
 from tests.e2e.comfy_server import ComfyServer, execution_error, make_base, ui_to_api  # noqa: E402
 from tests.fixtures import tiny_sd3  # noqa: E402
 
-WORKFLOW = REPO / "workflows" / "sd35_large_fp8_t2i_no_t5.json"
+WORKFLOW = REPO / "workflows" / "sd35_large_fp8_8gb_no_t5.json"
 OUT = REPO / "out"
 
 

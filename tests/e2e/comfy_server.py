@@ -14,7 +14,9 @@ from pathlib import Path
 from tests.comfy_host import REPO
 
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVersionUpdates": False}
-MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae")
+MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae", "loras")
+# Nodes of the frontend alone (notes): never sent to the server, absent from /object_info.
+FRONTEND_ONLY_NODES = ("Note", "MarkdownNote")
 
 
 def make_base(base, models_dir=None):
@@ -145,6 +147,8 @@ def ui_to_api(workflow, object_info):
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY_NODES:
+            continue
         spec = object_info[node["type"]]["input"]
         connected = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
         widget_values = iter(node.get("widgets_values", []))
