@@ -63,6 +63,6 @@ def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: t
     as ComfyUI computed it, in whatever float dtype it used), or None when the difference is not
     of low rank."""
     real = dequantize_weight(weight_fp8.to(patched.device), weight_scale.to(patched.device))
+    rounding = max(torch.finfo(patched.dtype).eps, _FP32_RANGE_FINDING)
     patched = patched.float()
-    tolerance = max(torch.finfo(patched.dtype).eps, _FP32_RANGE_FINDING) * torch.linalg.matrix_norm(patched)
-    return low_rank_factors(patched - real, float(tolerance))
+    return low_rank_factors(patched - real, float(rounding * torch.linalg.matrix_norm(patched)))

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from quant.low_rank import MAX_RANK, low_rank_factors
+from quant.low_rank import MAX_RANK, lora_beside, low_rank_factors
+from quant.scales import dequantize_weight, quantize_weight
 from tests.numerics import relative_error
 
 
@@ -45,3 +46,21 @@ def test_add_to_matches_the_merged_product(dtype):
     result = low_rank_factors(difference, tolerance=1e-5 * torch.linalg.matrix_norm(difference)).add_to(out, x)
     assert result is out and out.dtype == dtype
     assert relative_error(out, expected) <= (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_lora_beside_an_fp8_weight_from_a_patch_computed_in_any_float_dtype(dtype):
+    """ComfyUI merges a LoRA in float32 (0.3.75) or in fp16 on a GPU (0.33): either way the side
+    path carries the LoRA, not the dtype's rounding noise."""
+    weight_fp8, scale = quantize_weight(torch.randn(256, 192) * 192 ** -0.5)
+    lora = torch.randn(256, 8) @ torch.randn(8, 192) * 0.01
+    real = dequantize_weight(weight_fp8, scale)
+    side = lora_beside(weight_fp8, scale, (real.to(dtype) + lora.to(dtype)))
+    assert side is not None and side.up.shape[1] == 8
+    assert relative_error(side.up @ side.down, lora) <= {torch.float32: 1e-4, torch.float16: 0.02, torch.bfloat16: 0.1}[dtype]
+
+
+def test_a_full_rank_patch_has_no_side_path():
+    weight_fp8, scale = quantize_weight(torch.randn(256, 192) * 192 ** -0.5)
+    real = dequantize_weight(weight_fp8, scale)
+    assert lora_beside(weight_fp8, scale, real + torch.randn(256, 192) * 0.01) is None
