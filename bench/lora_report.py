@@ -1,0 +1,102 @@
+"""Builds bench/RESULTS_lora.md (bench/report.py appends it to RESULTS.md) from the LoRA matrix
+(bench/lora_matrix.py: bench/results/lora_*.json) and the real-server run (bench/lora_server.py:
+bench/results/lora_server.json).
+
+  python bench/lora_report.py
+"""
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ours_fp8": "ours FP8 matmul",
+          "ours_weight_only": "ours weight-only"}
+# The criteria of the LoRA issue, for this pack's variants
+ERROR_GROWTH, LORA_COST = 0.01, 0.05
+
+
+def table_head(*columns):
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def matrix_table(run):
+    cap = f", GPU memory capped at {run['vram_cap_gib']:g} GiB" if run["vram_cap_gib"] else ", full VRAM"
+    lines = [f"### ComfyUI {run['label']}{cap}", "",
+             f"{run['device']}, torch {run['torch']}, ComfyUI {run['comfyui']} ({run.get('model_patcher') or 'ModelPatcherDynamic'}), {run['model']}, "
+             f"{run['size']}x{run['size']}, CFG {run['cfg']} (batch {run['batch']}), {run['sampler']}, {run['steps']} steps, "
+             f"random rank-{run['lora_rank']} LoRAs on every qkv and fc1. `{run['command']}`", "",
+             *table_head("variant", "LoRA", "s/step", "LoRA cost", "latent error", "error - no-LoRA error",
+                         "bit-equal to no LoRA", "device GiB in use")]
+    by_variant = {}
+    for cell in run["results"]:
+        by_variant.setdefault(cell["variant"], []).append(cell)
+    for variant, cells in by_variant.items():
+        base = cells[0]
+        for cell in cells:
+            label = LABELS[variant] + (" (TorchCompileModel)" if cell.get("compiled") else "")
+            if "error" in cell:
+                lines.append(f"| {label} | {cell['lora']} | fails: {cell['error'][:90]} | | | | | |")
+                continue
+            cost = cell["s_per_step"] / base["s_per_step"] - 1 if "s_per_step" in base else None
+            growth = (cell["latent_error"] - base["latent_error"]
+                      if "latent_error" in cell and "latent_error" in base else None)
+            lines.append(f"| {label} | {cell['lora']} | {cell['s_per_step']:.4f} | "
+                         f"{'' if cell is base or cost is None else f'{cost:+.1%}'} | {cell.get('latent_error', '')} | "
+                         f"{'' if cell is base or growth is None else f'{growth:+.4f}'} | "
+                         f"{ {True: 'yes', False: 'no'}.get(cell.get('bit_equal_to_none'), '')} | {cell['device_in_use_gib']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def verdicts(runs):
+    """Each criterion of the issue over every ours cell of every run: how many hold."""
+    growth, cost, removed, cap_speed = [], [], [], []
+    for run in runs:
+        cells = run["results"]
+        for variant in ("ours_fp8", "ours_weight_only"):
+            mine = [c for c in cells if c["variant"] == variant and not c.get("compiled") and "error" not in c]
+            if not mine:
+                continue
+            base = mine[0]
+            for cell in mine[1:]:
+                if cell["lora"] == "LoRA removed":
+                    removed.append(cell.get("bit_equal_to_none", False))
+                    continue
+                growth.append(cell["latent_error"] - base["latent_error"] <= ERROR_GROWTH)
+                cost.append(cell["s_per_step"] <= (1 + LORA_COST) * base["s_per_step"])
+        if run["vram_cap_gib"]:
+            ours = next(c for c in cells if c["variant"] == "ours_fp8" and c["lora"] == "none")
+            stock = next(c for c in cells if c["variant"] == "stock_fp8" and c["lora"] == "none")
+            cap_speed.append(ours["s_per_step"] <= stock["s_per_step"])
+    rows = [(f"latent error with a LoRA within {ERROR_GROWTH} of the same variant without", growth),
+            ("LoRA removed gives the unpatched output bit for bit", removed),
+            (f"a LoRA costs at most {LORA_COST:.0%} s/step", cost),
+            ("under the 8 GiB cap, ours FP8 no slower than stock fp8_e4m3fn", cap_speed)]
+    lines = [*table_head("criterion", "cells that hold")]
+    lines += [f"| {name} | {sum(held)} of {len(held)} |" for name, held in rows]
+    return "\n".join(lines) + "\n"
+
+
+def server_section(server):
+    lines = ["### A real server: ComfyUI main.py on the GPU, DynamicVRAM on (its default)", "",
+             f"{server['device']}, ComfyUI {server['comfyui']}, DynamicVRAM enabled: "
+             f"{'yes' if server['dynamic_vram_enabled'] else 'no'} (from the server log). {server['checkpoint']}; "
+             f"LoRA: {server['lora']}; {server['size']}x{server['size']}, {server['steps']} steps; Load SD3.5 Checkpoint "
+             "(FP8) -> LoraLoaderModelOnly -> KSampler -> VAEDecode -> SaveImage, queued through /prompt "
+             "(`python bench/lora_server.py`).", "", *table_head("compute", "LoRA strength", "status", "seconds", "image")]
+    lines += [f"| {r['compute']} | {r['lora_strength']:g} | {r['status']} | {r['seconds']} | {', '.join(r['images'])} |"
+              for r in server["runs"]]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    runs = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("lora_*.json")) if path.name != "lora_server.json"]
+    server = json.loads((RESULTS / "lora_server.json").read_text())
+    sections = ["## LoRA, offloading and DynamicVRAM (the LoRA issue)\n",
+                (BENCH / "analysis_lora.md").read_text(), "\n### The criteria, over the tables below\n", verdicts(runs),
+                "\n" + server_section(server)]
+    sections += ["\n" + matrix_table(run) for run in runs]
+    (BENCH / "RESULTS_lora.md").write_text("\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
