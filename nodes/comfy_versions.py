@@ -69,8 +69,8 @@ def _own_lowvram_patches(layer):
 
 
 def cast_stored_weight(layer, input):
-    """(weight: the stored fp8 tensor on input's device with any LoRA applied, bias in input's
-    dtype, offload state for comfy.ops.uncast_bias_weight)."""
+    """(weight: the stored fp8 tensor on input's device, with merged into it only a LoRA that cannot
+    stay beside it; bias in input's dtype; offload state for comfy.ops.uncast_bias_weight)."""
     _own_lowvram_patches(layer)
     requant = {"compute_dtype": input.dtype, "want_requant": True} if _CAST_REQUANT_ARGS else {}
     return cast_bias_weight(layer, input, dtype=layer.weight.dtype, bias_dtype=input.dtype, offloadable=True,
