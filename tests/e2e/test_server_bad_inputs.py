@@ -40,10 +40,6 @@ def write_nan_weight(path):
     save_file(state_dict, path)
 
 
-def write_no_text_encoders(path):
-    tiny_sd3.write_checkpoint(path, clip_l=False)
-
-
 # (file name, model folder, writer, patterns the error message must contain besides the file name)
 BAD_FILES = [
     ("pickled.ckpt", "checkpoints", write_pickle, ["pickle"]),
@@ -53,8 +49,6 @@ BAD_FILES = [
     ("sdxl_like.safetensors", "checkpoints", tiny_sd3.write_sdxl_like, ["not an SD3", "SDXL"]),
     ("flux_like.safetensors", "diffusion_models", tiny_sd3.write_flux_like, ["not an SD3", "Flux"]),
     ("nan_weight.safetensors", "checkpoints", write_nan_weight, ["NaN or inf"]),
-    ("no_te_clip_connected.safetensors", "checkpoints", write_no_text_encoders,
-     ["no text encoders", "CLIPLoader"]),
 ]
 
 
@@ -63,8 +57,6 @@ def test_bad_file_fails_clearly_and_server_goes_on(comfy, tiny_models, file_name
     write(comfy.base / "models" / folder / file_name)
     if folder == "diffusion_models":
         prompt, loader = separate_files_prompt(file_name, tiny_models.clip_l, tiny_models.vae), "unet"
-    elif file_name.startswith("no_te_"):
-        prompt, loader = checkpoint_prompt(file_name), "ckpt"
     else:
         prompt, loader = stock_clip_prompt(file_name, tiny_models.clip_l), "ckpt"
 
@@ -83,6 +75,27 @@ def test_bad_file_fails_clearly_and_server_goes_on(comfy, tiny_models, file_name
     assert execution_error(entry) is None
     [image] = comfy.images(entry)
     assert_image(image, 64)
+
+
+# (file name, parts the checkpoint has, the node that uses the missing one, patterns in the message)
+MISSING_PARTS = [
+    ("no_te_clip_connected.safetensors", dict(clip_l=False), "CLIPTextEncode", ["no text encoders", "CLIPLoader"]),
+    ("no_vae_connected.safetensors", dict(vae=False), "VAEDecode", ["no VAE", "Load VAE"]),
+]
+
+
+@pytest.mark.parametrize("file_name, parts, user, patterns", MISSING_PARTS, ids=[case[0] for case in MISSING_PARTS])
+def test_missing_part_fails_where_it_is_used(comfy, file_name, parts, user, patterns):
+    tiny_sd3.write_checkpoint(comfy.base / "models" / "checkpoints" / file_name, **parts)
+
+    entry = comfy.run(checkpoint_prompt(file_name))
+
+    error = execution_error(entry)
+    assert error is not None and error["node_type"] == user, error
+    message = error["exception_message"]
+    assert file_name in message, message
+    for pattern in patterns:
+        assert re.search(pattern, message, re.IGNORECASE), f"{pattern!r} not in: {message}"
 
 
 def test_checkpoint_without_text_encoders_runs_with_stock_clip_loader(comfy, tiny_models):

@@ -104,7 +104,7 @@ def test_stock_checkpoint_loader_reads_our_checkpoint_with_clip_and_vae(pack, mo
     stock_model, stock_clip, stock_vae = nodes.CheckpointLoaderSimple().load_checkpoint("full_fp8.safetensors")[:3]
     assert stock_clip is not None and stock_vae is not None
     assert stock_state(stock_model)[:2] == (True, False)
-    ours, _, _ = load_checkpoint(pack, "full_fp8.safetensors", "fp8_default", prompt={})
+    ours, _, _ = load_checkpoint(pack, "full_fp8.safetensors", "fp8_default")
     inputs = random_inputs()
     if comfyui_version.__version__ == "0.3.75":
         # 0.3.75's checkpoint path gives mixed-precision layers no compute dtype when its unet

@@ -280,9 +280,7 @@ def t5_checkpoints(tmp_path_factory, pack):
 
 
 def load_checkpoint_clip(pack, name, text_encoders):
-    prompt = {"9": {"inputs": {"clip": ["1", 1]}}}
-    _, clip, _ = pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]().load(
-        name, "fp8_default", text_encoders=text_encoders, prompt=prompt, unique_id="1")
+    _, clip, _ = pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]().load(name, "fp8_default", text_encoders=text_encoders)
     return clip
 
 
@@ -303,5 +301,6 @@ def test_checkpoint_drop_t5_never_reads_t5(pack, t5_checkpoints):
 
 
 def test_checkpoint_with_only_t5_cannot_drop_it(pack, t5_checkpoints):
+    clip = load_checkpoint_clip(pack, "only_t5.safetensors", "drop T5")
     with pytest.raises(pack.quant.errors.SD35FP8Error, match="embeds only a T5-XXL.*'drop T5' leaves no text encoder"):
-        load_checkpoint_clip(pack, "only_t5.safetensors", "drop T5")
+        clip.tokenize("a red fox")
