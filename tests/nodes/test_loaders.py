@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.fixtures.tiny_sd3 import write_checkpoint, write_diffusion_model
+from tests.fixtures.tiny_sd3 import mmdit_state_dict, write_checkpoint, write_diffusion_model
 from tests.numerics import relative_error
 
 # Output of the whole tiny MMDiT with fp8 linears vs the unquantized model, on random inputs.
@@ -83,6 +83,19 @@ def test_missing_parts_say_what_to_do_where_they_are_used(pack, models_dir):
         nodes.VAEDecode().decode(vae, {"samples": torch.zeros(1, 16, 8, 8)})
     # what ComfyUI 0.33's RAM-pressure cache asks of cached outputs: an absent attribute, not an error
     assert not hasattr(vae, "is_dynamic") and getattr(clip, "patcher", None) is None
+
+
+@pytest.mark.parametrize("folder, prefix", [("checkpoints", "model.diffusion_model."), ("diffusion_models", "")])
+def test_a_file_without_its_final_layer_is_refused(pack, models_dir, folder, prefix):
+    """ComfyUI itself only logs "unet missing" and samples black images."""
+    state_dict = mmdit_state_dict(prefix=prefix)
+    for key in [k for k in state_dict if k.startswith(prefix + "final_layer.linear.")]:
+        del state_dict[key]
+    save_file(state_dict, str(models_dir / folder / "no_final_layer.safetensors"))
+    loader = load_checkpoint if folder == "checkpoints" else load_diffusion_model
+    with pytest.raises(pack.quant.errors.SD35FP8Error,
+                       match=f"no_final_layer.safetensors lacks 2 tensors .*{prefix}final_layer.linear.weight"):
+        loader(pack, "no_final_layer.safetensors", "fp8_default")
 
 
 def test_diffusion_model_loader(pack, models_dir):

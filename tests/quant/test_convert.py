@@ -98,16 +98,18 @@ def test_converting_our_own_file_takes_it_as_stored(tmp_path, source_file):
 
 @pytest.mark.slow
 def test_peak_memory_on_a_real_size_file(tmp_path):
-    """Six SD3.5 Large joint blocks at real size (2.8 GB bf16): memory follows the largest tensor,
-    not the file, so the figure holds for the whole 16 GB model."""
-    size = write_random_mmdit(tmp_path / "large.safetensors", "large", blocks=6)
-    assert size > 2 * 1024 ** 3
+    """The whole SD3.5 Medium at real size (4.9 GB bf16; a cut-down Large would be refused for its
+    missing blocks). Holding the model would take more than the file; streaming, memory follows the
+    largest tensor (Medium's pos_embed, 0.42 GiB, read, checked for NaN and written: measured 2.55
+    GiB in all), so the figure holds for Large's 16 GB (largest tensor 0.17 GiB)."""
+    size = write_random_mmdit(tmp_path / "medium.safetensors", "medium")
+    assert size > 4 * 1024 ** 3
     measure = ("import resource, runpy, sys; sys.argv = ['quant', 'convert'] + sys.argv[1:]\n"
                "try:\n    runpy.run_module('quant', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code\n"
                "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    result = subprocess.run([sys.executable, "-c", measure, str(tmp_path / "large.safetensors"),
+    result = subprocess.run([sys.executable, "-c", measure, str(tmp_path / "medium.safetensors"),
                              str(tmp_path / "fp8.safetensors")], cwd=REPO, env=CLEAN_ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     peak_gib = int(result.stdout.split("peak_rss_kib")[1]) / 1024 ** 2
     print(f"converter peak RSS {peak_gib:.2f} GiB for a {size / 1024 ** 3:.2f} GiB file")
-    assert peak_gib < 2.0
+    assert peak_gib < 3.0
