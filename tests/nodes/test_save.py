@@ -160,6 +160,16 @@ def test_existing_file_is_kept_unless_overwrite(pack, models_dir, source):
     assert load_diffusion_model(pack, "taken.safetensors") is not None
 
 
+def test_a_240_character_name_is_saved(pack, models_dir, source):
+    """The temporary name beside it must stay within 255 bytes too."""
+    name = "sd3.5_medium_fp8_" + "x" * 211 + ".safetensors"
+    assert len(name) == 240
+    model = load_diffusion_model(pack, source)
+    assert save(pack, model, name) == {"ui": {"text": [f"diffusion_models/{name}"]}}
+    assert sorted(os.listdir(models_dir / "diffusion_models")) == sorted([source, name])
+    assert load_diffusion_model(pack, name) is not None
+
+
 def test_disk_full_leaves_nothing_and_says_why(pack, models_dir, source, monkeypatch):
     model = load_diffusion_model(pack, source)
 
@@ -167,8 +177,10 @@ def test_disk_full_leaves_nothing_and_says_why(pack, models_dir, source, monkeyp
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(pack.quant.safetensors_writer.SafetensorsWriter, "write", disk_full)
-    with pytest.raises(pack.quant.errors.SD35FP8Error, match="Could not write full.safetensors .*No space left on device"):
+    with pytest.raises(pack.quant.errors.SD35FP8Error,
+                       match="Could not write full.safetensors .*No space left on device.*disk space") as error:
         save(pack, model, "full")
+    assert "permission" not in str(error.value)
     assert os.listdir(models_dir / "diffusion_models") == [source]
 
 
