@@ -160,6 +160,15 @@ def test_existing_file_is_kept_unless_overwrite(pack, models_dir, source):
     assert load_diffusion_model(pack, "taken.safetensors") is not None
 
 
+def test_the_file_a_model_was_loaded_from_is_never_replaced(pack, models_dir, source):
+    original = (models_dir / "diffusion_models" / source).read_bytes()
+    model = load_diffusion_model(pack, source)
+    with pytest.raises(pack.quant.errors.SD35FP8Error, match="source.safetensors in models/diffusion_models is the file "
+                       "this MODEL was loaded from"):
+        save(pack, model, "source", overwrite=True)
+    assert (models_dir / "diffusion_models" / source).read_bytes() == original
+
+
 def test_a_240_character_name_is_saved(pack, models_dir, source):
     """The temporary name beside it must stay within 255 bytes too."""
     name = "sd3.5_medium_fp8_" + "x" * 211 + ".safetensors"
