@@ -40,6 +40,12 @@ def write_nan_weight(path):
     save_file(state_dict, path)
 
 
+def write_without_final_layer(path):
+    # ComfyUI alone logs "unet missing" and samples black images
+    save_file({k: v for k, v in tiny_sd3.mmdit_state_dict(prefix="").items() if not k.startswith("final_layer.linear.")},
+              str(path))
+
+
 # (file name, model folder, writer, patterns the error message must contain besides the file name)
 BAD_FILES = [
     ("pickled.ckpt", "checkpoints", write_pickle, ["pickle"]),
@@ -49,6 +55,9 @@ BAD_FILES = [
     ("sdxl_like.safetensors", "checkpoints", tiny_sd3.write_sdxl_like, ["not an SD3", "SDXL"]),
     ("flux_like.safetensors", "diffusion_models", tiny_sd3.write_flux_like, ["not an SD3", "Flux"]),
     ("nan_weight.safetensors", "checkpoints", write_nan_weight, ["NaN or inf"]),
+    ("empty.safetensors", "checkpoints", lambda path: path.write_bytes(b""), ["0 bytes", "get the file again"]),
+    ("no_final_layer.safetensors", "diffusion_models", write_without_final_layer,
+     ["lacks 2 tensors", "final_layer.linear.weight", "download it again"]),
 ]
 
 
