@@ -114,7 +114,7 @@ def lora_on_fp8_layer(pack, models_dir, tmp_path):
     import folder_paths
     import nodes
     write_checkpoint(models_dir / "checkpoints" / "lora_base.safetensors", clip_l=False, vae=False)
-    model, clip, _ = load_checkpoint(pack, "lora_base.safetensors", "fp8_default")
+    model, _, _ = load_checkpoint(pack, "lora_base.safetensors", "fp8_default")
     layer = model.model.diffusion_model.joint_blocks[0].x_block.attn.qkv
     out_features, in_features = layer.weight.shape
     rank = 4
@@ -128,7 +128,8 @@ def lora_on_fp8_layer(pack, models_dir, tmp_path):
                "lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight": down},
               str(tmp_path / "loras" / "tiny_lora.safetensors"))
     folder_paths.add_model_folder_path("loras", str(tmp_path / "loras"), is_default=True)
-    patched, _ = nodes.LoraLoader().load_lora(model, clip, "tiny_lora.safetensors", 1.0, 0.0)
+    # the file has no CLIP: its CLIP output would stop LoraLoader, saying so
+    patched, _ = nodes.LoraLoader().load_lora(model, None, "tiny_lora.safetensors", 1.0, 0.0)
     weight_before = layer.weight.float() * layer.weight_scale
     return patched, layer, weight_before, weight_before + up @ down
 
