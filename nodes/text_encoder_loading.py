@@ -62,7 +62,8 @@ def load_checkpoint_text_encoders(header, contents, option):
             f"{name} has no text encoders (the official SD3.5 Large file ships without them). Take CLIP from "
             "SD3.5 Text Encoders (FP8) or its Preset node (clip_l.safetensors, clip_g.safetensors and "
             "optionally a T5-XXL in models/text_encoders), or a stock TripleCLIPLoader / DualCLIPLoader "
-            "(type sd3), instead of Load SD3.5 Checkpoint (FP8)'s CLIP output.")
+            "(type sd3), instead of Load SD3.5 Checkpoint (FP8)'s CLIP output; for a LoRA on the model alone, "
+            "LoraLoaderModelOnly.")
     if not encoders:
         return MissingPart(
             f"{name} embeds only a T5-XXL, so text_encoders 'drop T5' leaves no text encoder: choose 'as "
