@@ -67,7 +67,7 @@ def _identify_mmdit(shapes, metadata) -> MMDiTInfo:
     return MMDiTInfo(model_name, depth, 64 * depth, attn2_blocks, qk_norm)
 
 
-def required_mmdit_keys(names, depth):
+def _required_mmdit_keys(names, depth):
     """Every tensor of ComfyUI's SD3 MMDiT at this depth (joint blocks = width / 64; the last
     context block is pre-only), in ComfyUI's names. qk-norm and each block's attn2 are read from
     `names`, as ComfyUI detects them; all linears have a bias."""
@@ -89,7 +89,7 @@ def required_mmdit_keys(names, depth):
 
 
 def _refuse_missing(name, shapes, prefix, diffusers):
-    missing = [k for k in required_mmdit_keys(shapes, shapes["x_embedder.proj.weight"][0] // 64) if k not in shapes]
+    missing = [k for k in _required_mmdit_keys(shapes, shapes["x_embedder.proj.weight"][0] // 64) if k not in shapes]
     if not missing:
         return
     listed = ", ".join(prefix + k for k in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
