@@ -49,7 +49,7 @@ def do_write(model, path):
 def do_convert(source, target, granularity):
     from quant.__main__ import main
     start = time.perf_counter()
-    assert main(["convert", source, target, "--granularity", granularity, "--overwrite"]) == 0
+    assert main([source, target, "--granularity", granularity, "--overwrite"]) == 0
     print(json.dumps({"s": round(time.perf_counter() - start, 1), "peak_rss_gib": round(peak_rss_gib(), 2),
                       "bytes": os.path.getsize(target)}))
 

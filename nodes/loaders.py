@@ -2,8 +2,8 @@
 
 import folder_paths
 
-from ..quant.errors import SD35FP8Error
 from ..quant.policy import DEFAULT_POLICY, POLICIES
+from .missing_part import MissingPart
 from .model_loading import load_mmdit, load_vae, open_sd35_file, resolve_model_file
 from .text_encoder_loading import CHECKPOINT_TEXT_ENCODER_OPTIONS, load_checkpoint_text_encoders
 
@@ -20,18 +20,12 @@ TEXT_ENCODERS_INPUT = (list(CHECKPOINT_TEXT_ENCODER_OPTIONS), {"default": "as st
                        "The checkpoint's own text encoders, when it has them: as stored; drop T5 (T5-XXL is "
                        "never read: about 9.5 GB less in fp16); or T5 in FP8 (quantized on load, about half)."})
 
-CLIP_OUTPUT, VAE_OUTPUT = 1, 2
-
-
-def connected_outputs(prompt, unique_id):
-    return {value[1] for node in (prompt or {}).values() for value in node.get("inputs", {}).values()
-            if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(unique_id)}
-
 
 class SD35FP8CheckpointLoader:
     DESCRIPTION = ("Loads an SD3.5 single-file checkpoint (Large, Large Turbo, Medium) and stores its "
                    "MMDiT in FP8 with per-channel scales; the final layer and embedders stay in the "
-                   "compute dtype. Text encoders and VAE come from the file when it has them. FP8 files "
+                   "compute dtype. Text encoders and VAE come from the file when it has them (CLIP and VAE "
+                   "from a file without them fail where they are used, saying what to connect). FP8 files "
                    "(this pack's, ComfyUI's) load as stored, without quantizing again.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
@@ -41,26 +35,16 @@ class SD35FP8CheckpointLoader:
     def INPUT_TYPES(cls):
         return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),),
                              "policy": POLICY_INPUT, "compute": COMPUTE_INPUT},
-                "optional": {"text_encoders": TEXT_ENCODERS_INPUT},
-                "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}}
+                "optional": {"text_encoders": TEXT_ENCODERS_INPUT}}
 
-    def load(self, ckpt_name, policy, compute="auto", text_encoders="as stored", prompt=None, unique_id=None):
+    def load(self, ckpt_name, policy, compute="auto", text_encoders="as stored"):
         header, contents = open_sd35_file(resolve_model_file("checkpoints", ckpt_name))
-        wanted = connected_outputs(prompt, unique_id)
-        # Like stock CheckpointLoaderSimple, a missing part is fine while nothing uses it.
-        if CLIP_OUTPUT in wanted and not contents.text_encoders:
-            raise SD35FP8Error(
-                f"{ckpt_name} has no text encoders (the official SD3.5 Large file ships without them). "
-                "Take CLIP from SD3.5 Text Encoders (FP8) or its Preset node (clip_l.safetensors, "
-                "clip_g.safetensors and optionally a T5-XXL in models/text_encoders), or a stock "
-                "TripleCLIPLoader / DualCLIPLoader (type sd3), instead of this node's CLIP output.")
-        if VAE_OUTPUT in wanted and not contents.vae_keys:
-            raise SD35FP8Error(
-                f"{ckpt_name} has no VAE. Take the VAE from a Load VAE node with an SD3 VAE file in "
-                "models/vae instead of this node's VAE output, or use Load SD3.5 Diffusion Model (FP8).")
         model = load_mmdit(header, contents, POLICIES[policy], force_weight_only=compute == "weight_only")
-        clip = load_checkpoint_text_encoders(header, contents, text_encoders) if CLIP_OUTPUT in wanted else None
-        vae = load_vae(header, contents) if VAE_OUTPUT in wanted else None
+        # Like stock CheckpointLoaderSimple: every part the file has, whichever outputs are connected.
+        clip = load_checkpoint_text_encoders(header, contents, text_encoders)
+        vae = load_vae(header, contents) if contents.vae_keys else MissingPart(
+            f"{ckpt_name} has no VAE. Take the VAE from a Load VAE node with an SD3 VAE file in "
+            "models/vae instead of Load SD3.5 Checkpoint (FP8)'s VAE output.")
         return model, clip, vae
 
 

@@ -88,6 +88,10 @@ class SD35FP8SaveCheckpoint:
                                "save the CLIP and VAE with it, or disconnect them.")
         name = checked_file_name(file_name)
         path = os.path.join(models_folder(folder), name)
+        # samefile: also through a symlink or hard link in the models folder
+        if os.path.exists(path) and any(os.path.isfile(f) and os.path.samefile(path, f) for f in origin.files):
+            raise SD35FP8Error(f"{name} in models/{folder} is the file this MODEL was loaded from: saving over it would "
+                               "replace the original, with or without overwrite. Choose another file name.")
         if os.path.exists(path) and not overwrite:
             raise SD35FP8Error(f"{name} already exists in models/{folder}: choose another file name, or turn "
                                "overwrite on.")

@@ -14,13 +14,13 @@ import comfy.sd
 import folder_paths
 
 from ..quant.compute_path import TEXT_ENCODER_COMPUTE
-from ..quant.errors import SD35FP8Error
 from ..quant.quantize import quantize_state_dict
 from ..quant.report import GIB
 from ..quant.safetensors_file import SafetensorsHeader, read_header, read_tensors
 from ..quant.sd35_layout import TEXT_ENCODER_PREFIXES
 from ..quant.text_encoder_layout import ENCODER_NAMES, TextEncoderFile, read_text_encoder
 from ..quant.text_encoder_policy import T5_FP8
+from .missing_part import MissingPart
 from .model_loading import resolve_model_file
 from .ops import make_fp8_ops
 
@@ -53,14 +53,22 @@ def file_source(slot, file_name) -> EncoderSource:
 
 def load_checkpoint_text_encoders(header, contents, option):
     """The checkpoint's embedded encoders, per the checkpoint loader's text_encoders option; a dropped
-    T5's tensors are never read."""
+    T5's tensors are never read. A MissingPart when that leaves none."""
     t5_precision = CHECKPOINT_TEXT_ENCODER_OPTIONS[option]
     encoders = [te for te in contents.text_encoders if t5_precision is not None or te != "t5xxl"]
+    name = os.path.basename(header.path)
+    if not contents.text_encoders:
+        return MissingPart(
+            f"{name} has no text encoders (the official SD3.5 Large file ships without them). Take CLIP from "
+            "SD3.5 Text Encoders (FP8) or its Preset node (clip_l.safetensors, clip_g.safetensors and "
+            "optionally a T5-XXL in models/text_encoders), or a stock TripleCLIPLoader / DualCLIPLoader "
+            "(type sd3), instead of Load SD3.5 Checkpoint (FP8)'s CLIP output; for a LoRA on the model alone, "
+            "LoraLoaderModelOnly.")
     if not encoders:
-        raise SD35FP8Error(
-            f"{os.path.basename(header.path)} embeds only a T5-XXL, so text_encoders 'drop T5' leaves no text "
-            "encoder: choose 'as stored' or 'T5 in FP8', or take CLIP from SD3.5 Text Encoders (FP8) with "
-            "clip_l and clip_g files from models/text_encoders.")
+        return MissingPart(
+            f"{name} embeds only a T5-XXL, so text_encoders 'drop T5' leaves no text encoder: choose 'as "
+            "stored' or 'T5 in FP8', or take CLIP from SD3.5 Text Encoders (FP8) with clip_l and clip_g "
+            "files from models/text_encoders.")
     sources = [EncoderSource(header, TEXT_ENCODER_PREFIXES[te], read_text_encoder(header, te, TEXT_ENCODER_PREFIXES[te]))
                for te in encoders]
     return build_sd3_clip(sources, t5_precision)

@@ -1,5 +1,6 @@
-"""Command line: `python -m quant convert IN OUT` from this pack's folder (custom_nodes/<pack>),
-or `python -m <pack>.quant convert IN OUT` from its parent. Needs torch and safetensors only."""
+"""The converter's command line. Users run it as `python <pack>/convert_to_fp8.py IN OUT` from any
+working directory (that script finds this package); `python -m quant IN OUT` works from the pack's
+folder. Needs torch and safetensors only."""
 import argparse
 import os
 import sys
@@ -11,23 +12,21 @@ from .policy import DEFAULT_POLICY, POLICIES
 from .scales import GRANULARITIES
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m quant", description="SD3.5 FP8 tools, without ComfyUI.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    command = commands.add_parser(
-        "convert", help="quantize an SD3.5 model once into an FP8 .safetensors file",
-        description="Writes an FP8 file (ComfyUI's mixed-precision layout) from any SD3.5 file this pack reads: "
-                    "bf16/fp16/fp32, ComfyUI fp8 (scaled_fp8, _quantization_metadata, comfy_quant), "
-                    "optimum-quanto, diffusers (one file, a sharded folder, its index or a shard).")
-    command.add_argument("source", help="the model file, or a diffusers transformer folder / index / shard")
-    command.add_argument("target", help="the .safetensors file to write (put it in models/diffusion_models, or "
-                                        "models/checkpoints when the source has text encoders or a VAE)")
-    command.add_argument("--policy", choices=list(POLICIES), default=DEFAULT_POLICY,
-                         help="; ".join(f"{p.name}: {p.description}" for p in POLICIES.values()))
-    command.add_argument("--granularity", choices=GRANULARITIES, default="per_channel",
-                         help="per_channel: more accurate, read by this pack only; per_tensor: requantized to "
-                              "one scale per tensor, stock ComfyUI loads it too")
-    command.add_argument("--overwrite", action="store_true", help="replace the target if it exists")
+def main(argv=None, prog="python -m quant"):
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Quantizes an SD3.5 model once into an FP8 .safetensors file (ComfyUI's "
+        "mixed-precision layout), without ComfyUI, from any SD3.5 file this pack reads: bf16/fp16/fp32, ComfyUI "
+        "fp8 (scaled_fp8, _quantization_metadata, comfy_quant), optimum-quanto, diffusers (one file, a sharded "
+        "folder, its index or a shard).")
+    parser.add_argument("source", help="the model file, or a diffusers transformer folder / index / shard")
+    parser.add_argument("target", help="the .safetensors file to write (put it in models/diffusion_models, or "
+                                       "models/checkpoints when the source has text encoders or a VAE)")
+    parser.add_argument("--policy", choices=list(POLICIES), default=DEFAULT_POLICY,
+                        help="; ".join(f"{p.name}: {p.description}" for p in POLICIES.values()))
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="per_channel",
+                        help="per_channel: more accurate, read by this pack only; per_tensor: requantized to "
+                             "one scale per tensor, stock ComfyUI loads it too")
+    parser.add_argument("--overwrite", action="store_true", help="replace the target if it exists (never the source)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:

@@ -5,8 +5,10 @@ output), so memory stays near one tensor whatever the model's size. Runs exactly
 loading then saving in ComfyUI (quantize per channel as the loader does, then the save node's
 file layout), so both give the same bytes for the same input, policy and granularity.
 """
+import os
 from dataclasses import replace
 
+from .errors import SD35FP8Error
 from .formats.comfy_mixed import HIGH_PRECISION_DTYPE, file_metadata, file_tensors, tensor_entries
 from .formats.mmdit_reader import read_mmdit
 from .formats.model_files import read_model_header
@@ -18,11 +20,35 @@ from .safetensors_writer import TORCH_DTYPES, SafetensorsWriter
 from .sd35_layout import CHECKPOINT_MMDIT_PREFIX, read_contents
 
 
+def _check_target(header, target, overwrite):
+    """Refuses, before any work, an output that would destroy the source (whatever `overwrite`
+    says), one no loader would open, or one that cannot be written. Messages speak to the command
+    line's user (quant/__main__.py)."""
+    name = os.path.basename(target)
+    if not name.lower().endswith(".safetensors"):
+        raise SD35FP8Error(f"{name}: the output must be a .safetensors file (ComfyUI and this pack take .ckpt, .pt "
+                           "and .bin files for pickles): name it like sd3.5_large_fp8.safetensors.")
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        raise SD35FP8Error(f"The output folder {folder} does not exist: create it, or give an output path in an "
+                           "existing folder.")
+    if not os.path.exists(target):
+        return
+    # samefile compares device and inode: the same file through a symlink or a hard link too
+    if any(os.path.samefile(target, path) for path in header.files):
+        raise SD35FP8Error(f"{target} is the file being converted (or a link to it): writing the output there would "
+                           "destroy the original, with or without --overwrite. Give another output file.")
+    if not overwrite:
+        raise SD35FP8Error(f"{target} already exists: give another output file, or add --overwrite to replace it.")
+
+
 def convert(source, target, policy, granularity="per_channel", overwrite=False):
     """Writes `target`; returns the QuantReport. A source with text encoders or a VAE gives a
     checkpoint (models/checkpoints) with them copied as they are; an MMDiT alone gives a
     diffusion model (models/diffusion_models)."""
+    target = os.fspath(target)
     header = read_model_header(source)
+    _check_target(header, target, overwrite)
     contents = read_contents(header)
     other_keys = [k for keys in contents.text_encoder_keys.values() for k in keys] + list(contents.vae_keys)
     prefix = CHECKPOINT_MMDIT_PREFIX if other_keys else ""

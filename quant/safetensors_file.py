@@ -53,12 +53,14 @@ def read_header(path) -> SafetensorsHeader:
             "opens them. Convert it to .safetensors (or download the .safetensors release) and "
             "pick that file instead.")
     if not os.path.isfile(path):
-        raise SD35FP8Error(f"{name} was not found at {path}: check the file is in the models folder and refresh the node list.")
+        raise SD35FP8Error(f"{name} was not found at {path}: check the path (a moved or renamed file, or a link to a "
+                           "drive that is not mounted).")
     file_size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise SD35FP8Error(f"{name} is corrupt or truncated: {file_size} bytes, too short for a safetensors header.")
+            raise SD35FP8Error(f"{name} is corrupt or truncated: {file_size} bytes, too short for a safetensors header. "
+                               "The download or copy did not finish; get the file again.")
         (header_len,) = struct.unpack("<Q", head)
         if header_len > min(_MAX_HEADER_BYTES, file_size - 8):
             raise SD35FP8Error(
@@ -84,7 +86,8 @@ def read_header(path) -> SafetensorsHeader:
         except (KeyError, TypeError, ValueError):
             raise SD35FP8Error(f"{name} is corrupt: the header entry for {key!r} is malformed. Download it again.") from None
         if end - start != expected:
-            raise SD35FP8Error(f"{name} is corrupt: tensor {key!r} ({dtype} {list(shape)}) should take {expected} bytes, the header gives {end - start}.")
+            raise SD35FP8Error(f"{name} is corrupt: tensor {key!r} ({dtype} {list(shape)}) should take {expected} bytes, "
+                               f"the header gives {end - start}. Download it again.")
         needed = max(needed, end)
         tensors[key] = TensorInfo(dtype, shape, expected)
     if needed > data_size:

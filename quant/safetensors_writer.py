@@ -10,6 +10,7 @@ bytes every time.
 The file is written under a temporary name in the target folder and renamed only once complete;
 on any failure the temporary file is removed and the target is untouched.
 """
+import errno
 import json
 import os
 import struct
@@ -26,6 +27,26 @@ DTYPE_NAMES = {torch.int64: "I64", torch.float64: "F64", torch.float32: "F32", t
                torch.uint8: "U8", torch.bool: "BOOL"}
 _ORDER = {dtype: i for i, dtype in enumerate(DTYPE_NAMES)}
 TORCH_DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+# The longest file name Linux, macOS and Windows take, in bytes of UTF-8 (NTFS counts 255 UTF-16
+# units, never more than the UTF-8 bytes).
+NAME_MAX_BYTES = 255
+_PERMISSIONS = "check that ComfyUI (or the user running this) has permission to write to the folder"
+_ADVICE = {  # errno: what to do, given the file's size in GiB
+    errno.ENOSPC: "free some disk space (the file takes {gib:.2f} GiB) or write to another disk",
+    errno.EDQUOT: "your disk quota is used up: free some space (the file takes {gib:.2f} GiB) or write elsewhere",
+    errno.EACCES: _PERMISSIONS,
+    errno.EPERM: _PERMISSIONS,
+    errno.EROFS: "the disk is read-only: write to another folder",
+    errno.ENAMETOOLONG: "choose a shorter file name",
+    errno.ENOENT: "the folder does not exist (any more): create it or choose another",
+}
+
+
+def temporary_name(name):
+    """A hidden name beside `name` for the file being written, within NAME_MAX_BYTES."""
+    suffix = f".{uuid.uuid4().hex[:8]}.partial"
+    stem = os.fsencode(name)[: NAME_MAX_BYTES - 1 - len(suffix)].decode(errors="ignore")
+    return f".{stem}{suffix}"
 
 
 def _nbytes(dtype, shape):
@@ -67,23 +88,27 @@ class SafetensorsWriter:
             raise SD35FP8Error(f"{os.path.basename(self.path)} already exists in {os.path.dirname(self.path)}: "
                                "choose another file name, or allow overwriting.")
 
-    def _failure(self, error):
+    def _failure(self, error, detail=""):
+        advice = _ADVICE.get(error.errno, "check the disk and the folder").format(gib=self.size / 1024 ** 3)
         return SD35FP8Error(f"Could not write {os.path.basename(self.path)} to {os.path.dirname(self.path)}: "
-                            f"{error.strerror or error}. Nothing was written: free some disk space or check "
-                            "the folder's permissions, then run again.")
+                            f"{error.strerror or error}{detail}. Nothing was written: {advice}, then run again.")
 
     def __enter__(self):
         self._refuse_existing()
-        header, self.offsets, size = layout(self.entries, self.metadata)
+        header, self.offsets, self.size = layout(self.entries, self.metadata)
         folder, name = os.path.split(self.path)
-        self.temp_path = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.partial")
+        name_bytes = len(os.fsencode(name))
+        if name_bytes > NAME_MAX_BYTES:
+            raise self._failure(OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG)),
+                                f" (the name takes {name_bytes} bytes, at most {NAME_MAX_BYTES})")
+        self.temp_path = os.path.join(folder, temporary_name(name))
         try:
             self.file = open(self.temp_path, "xb")
         except OSError as e:
             raise self._failure(e) from None
         try:
             self.file.write(header)
-            self.file.truncate(size)
+            self.file.truncate(self.size)
         except OSError as e:
             self._discard()
             raise self._failure(e) from None

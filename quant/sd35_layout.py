@@ -67,6 +67,38 @@ def _identify_mmdit(shapes, metadata) -> MMDiTInfo:
     return MMDiTInfo(model_name, depth, 64 * depth, attn2_blocks, qk_norm)
 
 
+def _required_mmdit_keys(names, depth):
+    """Every tensor of ComfyUI's SD3 MMDiT at this depth (joint blocks = width / 64; the last
+    context block is pre-only), in ComfyUI's names. qk-norm and each block's attn2 are read from
+    `names`, as ComfyUI detects them; all linears have a bias."""
+    qk_norm = any(n.endswith((".attn.ln_q.weight", ".attn.ln_k.weight")) for n in names)
+    linears = ["x_embedder.proj", "t_embedder.mlp.0", "t_embedder.mlp.2", "y_embedder.mlp.0", "y_embedder.mlp.2",
+               "context_embedder", "final_layer.linear", "final_layer.adaLN_modulation.1"]
+    others = ["pos_embed"]
+    for i in range(depth):
+        for stream in ("context_block", "x_block"):
+            block = f"joint_blocks.{i}.{stream}."
+            pre_only = stream == "context_block" and i == depth - 1
+            attentions = ["attn."] + (["attn2."] if any(n.startswith(block + "attn2.") for n in names) else [])
+            for attention in attentions:
+                linears += [block + attention + "qkv"] + ([] if pre_only else [block + attention + "proj"])
+                if qk_norm:
+                    others += [block + attention + "ln_q.weight", block + attention + "ln_k.weight"]
+            linears += ([] if pre_only else [block + "mlp.fc1", block + "mlp.fc2"]) + [block + "adaLN_modulation.1"]
+    return others + [linear + end for linear in linears for end in (".weight", ".bias")]
+
+
+def _refuse_missing(name, shapes, prefix, diffusers):
+    missing = [k for k in _required_mmdit_keys(shapes, shapes["x_embedder.proj.weight"][0] // 64) if k not in shapes]
+    if not missing:
+        return
+    listed = ", ".join(prefix + k for k in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    raise SD35FP8Error(
+        f"{name} lacks {len(missing)} tensor{'s' if len(missing) > 1 else ''} SD3.5's MMDiT needs"
+        f"{' (in ComfyUI names)' if diffusers else ''}: {listed}. ComfyUI would sample black or noisy images "
+        "without them. The file is damaged or was cut down: download it again.")
+
+
 def _other_family(keys):
     for prefix in (CHECKPOINT_MMDIT_PREFIX, ""):
         for family, required in OTHER_FAMILIES:
@@ -100,6 +132,7 @@ def read_contents(header: SafetensorsHeader) -> CheckpointContents:
     in_channels = shapes["x_embedder.proj.weight"][1]
     if in_channels != 16:
         raise SD35FP8Error(f"{name} is not an SD3 / SD3.5 model: its MMDiT takes {in_channels} latent channels, SD3 takes 16.")
+    _refuse_missing(name, shapes, prefix or "", diffusers)
     text_encoder_keys = {te: tuple(k for k in tensors if k.startswith(p)) for te, p in TEXT_ENCODER_PREFIXES.items()}
     text_encoder_keys = {te: keys for te, keys in text_encoder_keys.items() if keys}
     return CheckpointContents(

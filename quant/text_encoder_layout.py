@@ -20,6 +20,10 @@ NEEDED_FILES = ("SD3.5 needs clip_l.safetensors (CLIP-L) and clip_g.safetensors 
 STORAGE_NAMES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F8_E4M3": "fp8_e4m3fn", "F8_E5M2": "fp8_e5m2"}
 
 _CLIP_SIZES = {(768, 12): "clip_l", (1280, 32): "clip_g"}  # (width, layers)
+_EXPECTED_SHAPES = {"clip_l": "768 wide with 12 layers", "clip_g": "1280 wide with 32 layers",
+                    "t5xxl": "4096 wide with 24 blocks"}
+_CHECKPOINT_ENCODER = re.compile(r"text_encoders\.(clip_l|clip_g|t5xxl)\.transformer\.")
+_MMDIT_STARTS = ("x_embedder.", "joint_blocks.", "model.diffusion_model.")
 _CLIP_LAYER = re.compile(r"(?:text_model\.encoder\.layers|transformer\.resblocks)\.(\d+)\.")
 _CLIP_NORMS = ("text_model.encoder.layers.0.layer_norm1.weight", "transformer.resblocks.0.ln_1.weight")
 _T5_BLOCK = re.compile(r"encoder\.block\.(\d+)\.")
@@ -44,10 +48,11 @@ def read_text_encoder(header: SafetensorsHeader, slot: str, prefix="") -> TextEn
     """The encoder stored under `prefix` in the file, checked to be the one `slot` names."""
     name = os.path.basename(header.path)
     tensors = {k[len(prefix):]: v for k, v in header.tensors.items() if k.startswith(prefix)}
-    encoder, found, t5_config = _identify(tensors)
+    encoder, found, t5_config = _identify(tensors, slot)
     if encoder != slot:
-        where = f"pick it in {encoder} instead" if encoder else NEEDED_FILES
-        raise SD35FP8Error(f"{slot}: {name} is {found}, not a {ENCODER_NAMES[slot]}: {where}.")
+        if encoder:
+            raise SD35FP8Error(f"{slot}: {name} is {found}, not a {ENCODER_NAMES[slot]}: pick it in {encoder} instead.")
+        raise SD35FP8Error(f"{slot}: {name} is {found}, not a {ENCODER_NAMES[slot]} that SD3.5 can use: {NEEDED_FILES}.")
     # Storage is the layers' dtype: fp8 files may keep the (large) token embeddings in 16 bits.
     layer_parameters = Counter()
     for key, info in tensors.items():
@@ -57,8 +62,12 @@ def read_text_encoder(header: SafetensorsHeader, slot: str, prefix="") -> TextEn
     return TextEncoderFile(encoder, STORAGE_NAMES.get(storage, storage), "scaled_fp8" in tensors, t5_config)
 
 
-def _identify(tensors):
-    """(encoder or None, what the file is in words, T5 widths)."""
+def _identify(tensors, slot):
+    """(encoder or None, what the file is in words, T5 widths); `slot` is the encoder asked for,
+    whose shapes a wrong-sized one is compared with."""
+    embedded = {m.group(1) for k in tensors if (m := _CHECKPOINT_ENCODER.match(k))}
+    if embedded and not any(k.startswith(_MMDIT_STARTS) for k in tensors):
+        return None, _checkpoint_named(tensors, sorted(embedded)), {}
     clip_layers = {int(m.group(1)) for k in tensors if (m := _CLIP_LAYER.match(k))}
     if clip_layers:
         width = next((tensors[k].shape[0] for k in _CLIP_NORMS if k in tensors), None)
@@ -69,21 +78,34 @@ def _identify(tensors):
             return encoder, f"a {ENCODER_NAMES[encoder]} text encoder", {}
         if width == 1024:
             return None, "a CLIP-H text encoder (SD 2.x)", {}
-        return None, f"a CLIP text encoder {width} wide with {max(clip_layers) + 1} layers", {}
+        expected = f", where SD3.5's {ENCODER_NAMES[slot]} is {_EXPECTED_SHAPES[slot]}" if slot in _CLIP_SIZES.values() else ""
+        return None, f"a CLIP text encoder {width} wide with {max(clip_layers) + 1} layers{expected}", {}
     t5_blocks = {int(m.group(1)) for k in tensors if (m := _T5_BLOCK.match(k))}
     if t5_blocks and "shared.weight" in tensors:
-        return _identify_t5(tensors, max(t5_blocks) + 1)
+        return _identify_t5(tensors, max(t5_blocks) + 1, slot)
     return None, _other_file(tensors), {}
 
 
-def _identify_t5(tensors, blocks):
+def _checkpoint_named(tensors, encoders):
+    """Text encoders under the key names a checkpoint embeds them with, without the checkpoint's MMDiT."""
+    names = ", ".join(ENCODER_NAMES[e] for e in encoders)
+    if len(encoders) > 1:
+        return f"the text encoders of an SD3 checkpoint ({names}) without its MMDiT"
+    prefix = f"text_encoders.{encoders[0]}.transformer."
+    encoder, found, _ = _identify({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, encoders[0])
+    what = f"a {names}" if encoder == encoders[0] else f"a {names} with unexpected shapes ({found})"
+    return f"{what}, stored under the key names of an SD3 checkpoint ({prefix}*), which text-encoder loaders do not read"
+
+
+def _identify_t5(tensors, blocks, slot):
     vocab, width = tensors["shared.weight"].shape
     if vocab != T5XXL_VOCAB or "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" in tensors:
         return None, "a UMT5 or mT5 text encoder (as Wan uses), not SD3's T5-XXL", {}
     if width == 2048:
         return None, "a T5-XL text encoder (as AuraFlow uses)", {}
     if width != T5XXL_WIDTH or blocks != T5XXL_BLOCKS:
-        return None, f"a T5 text encoder {width} wide with {blocks} blocks", {}
+        expected = f", where SD3.5's T5-XXL is {_EXPECTED_SHAPES['t5xxl']}" if slot == "t5xxl" else ""
+        return None, f"a T5 text encoder {width} wide with {blocks} blocks{expected}", {}
     if _T5_GATE not in tensors:
         return None, "a T5-XXL v1.0 text encoder (no gated feed-forward, as Cosmos uses)", {}
     missing = [k for k in (_T5_ATTENTION + "relative_attention_bias.weight", _T5_ATTENTION + "q.weight") if k not in tensors]
@@ -100,7 +122,7 @@ def _identify_t5(tensors, blocks):
 
 def _other_file(tensors):
     keys = list(tensors)
-    if any(k.startswith(("x_embedder.", "joint_blocks.", "model.diffusion_model.", "text_encoders.")) for k in keys):
+    if any(k.startswith(_MMDIT_STARTS) for k in keys):
         return ("an SD3 / SD3.5 checkpoint or diffusion model (load it with Load SD3.5 Checkpoint (FP8); "
                 "text encoders it embeds come from that node's CLIP output)")
     if any("lora_" in k or ".lora." in k for k in keys):

@@ -40,8 +40,10 @@ def write_nan_weight(path):
     save_file(state_dict, path)
 
 
-def write_no_text_encoders(path):
-    tiny_sd3.write_checkpoint(path, clip_l=False)
+def write_without_final_layer(path):
+    # ComfyUI alone logs "unet missing" and samples black images
+    save_file({k: v for k, v in tiny_sd3.mmdit_state_dict(prefix="").items() if not k.startswith("final_layer.linear.")},
+              str(path))
 
 
 # (file name, model folder, writer, patterns the error message must contain besides the file name)
@@ -53,8 +55,9 @@ BAD_FILES = [
     ("sdxl_like.safetensors", "checkpoints", tiny_sd3.write_sdxl_like, ["not an SD3", "SDXL"]),
     ("flux_like.safetensors", "diffusion_models", tiny_sd3.write_flux_like, ["not an SD3", "Flux"]),
     ("nan_weight.safetensors", "checkpoints", write_nan_weight, ["NaN or inf"]),
-    ("no_te_clip_connected.safetensors", "checkpoints", write_no_text_encoders,
-     ["no text encoders", "CLIPLoader"]),
+    ("empty.safetensors", "checkpoints", lambda path: path.write_bytes(b""), ["0 bytes", "get the file again"]),
+    ("no_final_layer.safetensors", "diffusion_models", write_without_final_layer,
+     ["lacks 2 tensors", "final_layer.linear.weight", "download it again"]),
 ]
 
 
@@ -63,8 +66,6 @@ def test_bad_file_fails_clearly_and_server_goes_on(comfy, tiny_models, file_name
     write(comfy.base / "models" / folder / file_name)
     if folder == "diffusion_models":
         prompt, loader = separate_files_prompt(file_name, tiny_models.clip_l, tiny_models.vae), "unet"
-    elif file_name.startswith("no_te_"):
-        prompt, loader = checkpoint_prompt(file_name), "ckpt"
     else:
         prompt, loader = stock_clip_prompt(file_name, tiny_models.clip_l), "ckpt"
 
@@ -83,6 +84,27 @@ def test_bad_file_fails_clearly_and_server_goes_on(comfy, tiny_models, file_name
     assert execution_error(entry) is None
     [image] = comfy.images(entry)
     assert_image(image, 64)
+
+
+# (file name, parts the checkpoint has, the node that uses the missing one, patterns in the message)
+MISSING_PARTS = [
+    ("no_te_clip_connected.safetensors", dict(clip_l=False), "CLIPTextEncode", ["no text encoders", "CLIPLoader"]),
+    ("no_vae_connected.safetensors", dict(vae=False), "VAEDecode", ["no VAE", "Load VAE"]),
+]
+
+
+@pytest.mark.parametrize("file_name, parts, user, patterns", MISSING_PARTS, ids=[case[0] for case in MISSING_PARTS])
+def test_missing_part_fails_where_it_is_used(comfy, file_name, parts, user, patterns):
+    tiny_sd3.write_checkpoint(comfy.base / "models" / "checkpoints" / file_name, **parts)
+
+    entry = comfy.run(checkpoint_prompt(file_name))
+
+    error = execution_error(entry)
+    assert error is not None and error["node_type"] == user, error
+    message = error["exception_message"]
+    assert file_name in message, message
+    for pattern in patterns:
+        assert re.search(pattern, message, re.IGNORECASE), f"{pattern!r} not in: {message}"
 
 
 def test_checkpoint_without_text_encoders_runs_with_stock_clip_loader(comfy, tiny_models):

@@ -104,7 +104,7 @@ def test_stock_checkpoint_loader_reads_our_checkpoint_with_clip_and_vae(pack, mo
     stock_model, stock_clip, stock_vae = nodes.CheckpointLoaderSimple().load_checkpoint("full_fp8.safetensors")[:3]
     assert stock_clip is not None and stock_vae is not None
     assert stock_state(stock_model)[:2] == (True, False)
-    ours, _, _ = load_checkpoint(pack, "full_fp8.safetensors", "fp8_default", prompt={})
+    ours, _, _ = load_checkpoint(pack, "full_fp8.safetensors", "fp8_default")
     inputs = random_inputs()
     if comfyui_version.__version__ == "0.3.75":
         # 0.3.75's checkpoint path gives mixed-precision layers no compute dtype when its unet
@@ -160,6 +160,25 @@ def test_existing_file_is_kept_unless_overwrite(pack, models_dir, source):
     assert load_diffusion_model(pack, "taken.safetensors") is not None
 
 
+def test_the_file_a_model_was_loaded_from_is_never_replaced(pack, models_dir, source):
+    original = (models_dir / "diffusion_models" / source).read_bytes()
+    model = load_diffusion_model(pack, source)
+    with pytest.raises(pack.quant.errors.SD35FP8Error, match="source.safetensors in models/diffusion_models is the file "
+                       "this MODEL was loaded from"):
+        save(pack, model, "source", overwrite=True)
+    assert (models_dir / "diffusion_models" / source).read_bytes() == original
+
+
+def test_a_240_character_name_is_saved(pack, models_dir, source):
+    """The temporary name beside it must stay within 255 bytes too."""
+    name = "sd3.5_medium_fp8_" + "x" * 211 + ".safetensors"
+    assert len(name) == 240
+    model = load_diffusion_model(pack, source)
+    assert save(pack, model, name) == {"ui": {"text": [f"diffusion_models/{name}"]}}
+    assert sorted(os.listdir(models_dir / "diffusion_models")) == sorted([source, name])
+    assert load_diffusion_model(pack, name) is not None
+
+
 def test_disk_full_leaves_nothing_and_says_why(pack, models_dir, source, monkeypatch):
     model = load_diffusion_model(pack, source)
 
@@ -167,8 +186,10 @@ def test_disk_full_leaves_nothing_and_says_why(pack, models_dir, source, monkeyp
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(pack.quant.safetensors_writer.SafetensorsWriter, "write", disk_full)
-    with pytest.raises(pack.quant.errors.SD35FP8Error, match="Could not write full.safetensors .*No space left on device"):
+    with pytest.raises(pack.quant.errors.SD35FP8Error,
+                       match="Could not write full.safetensors .*No space left on device.*disk space") as error:
         save(pack, model, "full")
+    assert "permission" not in str(error.value)
     assert os.listdir(models_dir / "diffusion_models") == [source]
 
 

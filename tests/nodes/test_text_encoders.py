@@ -214,11 +214,26 @@ def write_short_clip(path):
     save_file({k: v for k, v in state_dict.items() if not re.search(r"\.layers\.([6-9]|1[01])\.", k)}, str(path))
 
 
+def write_narrow_clip_l_in_checkpoint_names(path):
+    """CLIP-L's 12 layers, 64 wide instead of 768, under the key names a checkpoint embeds it with
+    (text_encoders.clip_l.transformer.): no MMDiT key in it."""
+    state_dict = {}
+    for i in range(12):
+        layer = f"text_encoders.clip_l.transformer.text_model.encoder.layers.{i}."
+        state_dict[layer + "layer_norm1.weight"] = torch.ones(64)
+        state_dict[layer + "self_attn.q_proj.weight"] = torch.zeros(64, 64)
+    save_file(state_dict, str(path))
+
+
 WRONG_FILES = [  # (slot, file name, writer, what the message says)
     ("clip_l", "t5_in_clip_l.safetensors", lambda p: os.link(p.parent / "t5xxl.safetensors", p), "is a T5-XXL text encoder, not a CLIP-L: pick it in t5xxl"),
     ("t5xxl", "clip_l_in_t5.safetensors", lambda p: os.link(p.parent / "clip_l.safetensors", p),
      "is a CLIP-L text encoder, not a T5-XXL: pick it in clip_l"),
-    ("clip_g", "short_clip.safetensors", write_short_clip, "a CLIP text encoder 768 wide with 6 layers, not a CLIP-G"),
+    ("clip_g", "short_clip.safetensors", write_short_clip,
+     "a CLIP text encoder 768 wide with 6 layers, where SD3.5's CLIP-G is 1280 wide with 32 layers"),
+    ("clip_l", "narrow_clip_l.safetensors", write_narrow_clip_l_in_checkpoint_names,
+     "is a CLIP-L with unexpected shapes (a CLIP text encoder 64 wide with 12 layers, where SD3.5's CLIP-L is 768 "
+     "wide with 12 layers)"),
     ("t5xxl", "umt5.safetensors", lambda p: write_wrong_t5(p, extra={
         "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight": torch.zeros(32, 2, dtype=torch.float16)}),
      "a UMT5 or mT5 text encoder"),
@@ -238,6 +253,8 @@ def test_wrong_file_is_refused_with_what_it_is(pack, encoder_files, slot, file_n
     assert message.startswith(f"{slot}: {file_name} ") and found in message, message
     if "pick it in" not in message:
         assert "models/text_encoders" in message and "clip_l.safetensors" in message, message
+    if "checkpoint" not in file_name:
+        assert "Load SD3.5 Checkpoint" not in message, message
 
 
 def test_no_encoder_chosen_is_refused(pack, encoder_files):
@@ -280,9 +297,7 @@ def t5_checkpoints(tmp_path_factory, pack):
 
 
 def load_checkpoint_clip(pack, name, text_encoders):
-    prompt = {"9": {"inputs": {"clip": ["1", 1]}}}
-    _, clip, _ = pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]().load(
-        name, "fp8_default", text_encoders=text_encoders, prompt=prompt, unique_id="1")
+    _, clip, _ = pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]().load(name, "fp8_default", text_encoders=text_encoders)
     return clip
 
 
@@ -303,5 +318,6 @@ def test_checkpoint_drop_t5_never_reads_t5(pack, t5_checkpoints):
 
 
 def test_checkpoint_with_only_t5_cannot_drop_it(pack, t5_checkpoints):
+    clip = load_checkpoint_clip(pack, "only_t5.safetensors", "drop T5")
     with pytest.raises(pack.quant.errors.SD35FP8Error, match="embeds only a T5-XXL.*'drop T5' leaves no text encoder"):
-        load_checkpoint_clip(pack, "only_t5.safetensors", "drop T5")
+        clip.tokenize("a red fox")

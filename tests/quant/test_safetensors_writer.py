@@ -67,9 +67,44 @@ def test_disk_full_leaves_nothing_behind(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_unwritable_folder_says_why(tmp_path):
-    with pytest.raises(SD35FP8Error, match="Could not write model.safetensors to .*missing"):
+def test_missing_folder_says_so_and_not_disk_space(tmp_path):
+    with pytest.raises(SD35FP8Error, match="Could not write model.safetensors to .*missing.*does not exist") as error:
         write(tmp_path / "missing" / "model.safetensors", mixed_tensors())
+    assert "disk space" not in str(error.value)
+
+
+# (errno, advice that fits it, advice for other errors that must not be given)
+OS_ERRORS = [
+    (errno.ENOSPC, r"free some disk space \(the file takes 0\.00 GiB\)", "permission"),
+    (errno.EDQUOT, r"disk quota", "permission"),
+    (errno.EACCES, r"permission to write to the folder", "disk space"),
+    (errno.EPERM, r"permission to write to the folder", "disk space"),
+    (errno.EROFS, r"read-only", "disk space"),
+    (errno.ENAMETOOLONG, r"shorter file name", "disk space"),
+    (errno.EIO, r"check the disk", "permission"),
+]
+
+
+@pytest.mark.parametrize("code, advice, not_advice", OS_ERRORS, ids=[errno.errorcode[case[0]] for case in OS_ERRORS])
+def test_each_os_error_gets_its_own_advice(tmp_path, monkeypatch, code, advice, not_advice):
+    def fail(self, name, tensor):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(safetensors_writer.SafetensorsWriter, "write", fail)
+    with pytest.raises(SD35FP8Error, match=f"Could not write model.safetensors .*{os.strerror(code)}.*{advice}") as error:
+        write(tmp_path / "model.safetensors", mixed_tensors())
+    assert not_advice not in str(error.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_longest_legal_name_is_written_and_a_longer_one_refused_before_writing(tmp_path):
+    longest = "é" * 121 + ".safetensors"  # 254 bytes in UTF-8: the temporary name must stay within 255 too
+    write(tmp_path / longest, mixed_tensors())
+    assert os.listdir(tmp_path) == [longest]
+    too_long = "x" * 244 + ".safetensors"
+    with pytest.raises(SD35FP8Error, match=f"Could not write {too_long} .*256 bytes.*at most 255.*shorter file name"):
+        write(tmp_path / too_long, mixed_tensors())
+    assert os.listdir(tmp_path) == [longest]
 
 
 def test_any_error_midway_removes_the_temporary_file(tmp_path):

@@ -33,14 +33,11 @@ def test_diffusion_model_file(tmp_path):
 
 
 def fake_official(depth, attn2, qk_norm=True):
-    """Only the keys detection reads, at the official shapes."""
-    hidden = 64 * depth
-    sd = {"x_embedder.proj.weight": torch.zeros(hidden, 16, 2, 2),
-          "joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(1, 1)}
-    if qk_norm:
-        sd["joint_blocks.0.x_block.attn.ln_q.weight"] = torch.zeros(64)
-    for i in range(attn2):
-        sd[f"joint_blocks.{i}.x_block.attn2.qkv.weight"] = torch.zeros(1, 1)
+    """Every key of an official model; only x_embedder, which detection measures, at its real shape."""
+    with torch.device("meta"):
+        names = mmdit_state_dict(depth=depth, prefix="", attn2_blocks=set(range(attn2)), device="meta")
+    sd = {k: torch.zeros(1) for k in names if qk_norm or not k.endswith((".ln_q.weight", ".ln_k.weight"))}
+    sd["x_embedder.proj.weight"] = torch.zeros(64 * depth, 16, 2, 2)
     return sd
 
 
@@ -73,4 +70,28 @@ def test_diffusers_flux_is_named(tmp_path):
     path = shapes_only_file(tmp_path / "flux.safetensors", {"single_transformer_blocks.0.attn.to_q.weight": torch.zeros(1, 1),
                                                            "x_embedder.weight": torch.zeros(1, 1)})
     with pytest.raises(SD35FP8Error, match="it is a diffusers-format Flux transformer"):
+        read_contents(read_header(path))
+
+
+@pytest.mark.parametrize("removed, prefix", [
+    (("final_layer.linear.weight", "final_layer.linear.bias"), "model.diffusion_model."),
+    (("joint_blocks.1.x_block.attn.ln_k.weight",), ""),
+    (("joint_blocks.0.x_block.attn2.proj.bias",), ""),
+    (("pos_embed", "y_embedder.mlp.2.weight"), "model.diffusion_model."),
+])
+def test_a_tensor_the_model_needs_is_missing(tmp_path, removed, prefix):
+    sd = mmdit_state_dict("medium", depth=2, prefix=prefix)
+    for key in removed:
+        del sd[prefix + key]
+    path = shapes_only_file(tmp_path / "cut.safetensors", sd)
+    with pytest.raises(SD35FP8Error, match=f"cut.safetensors lacks {len(removed)} tensors? SD3.5's MMDiT needs") as error:
+        read_contents(read_header(path))
+    assert all(prefix + key in str(error.value) for key in removed)
+
+
+def test_missing_joint_blocks_are_missing_tensors(tmp_path):
+    # depth 3 by its widths, two blocks in the file
+    sd = {k: v for k, v in mmdit_state_dict(depth=3, prefix="").items() if not k.startswith("joint_blocks.2.")}
+    path = shapes_only_file(tmp_path / "two_of_three.safetensors", sd)
+    with pytest.raises(SD35FP8Error, match=r"lacks 18 tensors .*joint_blocks\.2\.context_block\.attn\.qkv\.weight"):
         read_contents(read_header(path))

@@ -31,6 +31,10 @@ def clip_shapes(width, layers, openclip=False):
     return shapes
 
 
+def in_checkpoint_names(encoder, shapes):
+    return {f"text_encoders.{encoder}.transformer.{k}": v for k, v in shapes.items()}
+
+
 def t5_shapes(config=NARROW_T5, prefix=""):
     return {prefix + name: shape for name, (shape, _) in t5_layout(config).items()}
 
@@ -71,10 +75,19 @@ WRONG = [
     ("clip_l", clip_shapes(1280, 32), "is a CLIP-G text encoder, not a CLIP-L: pick it in clip_g"),
     ("t5xxl", clip_shapes(768, 12), "is a CLIP-L text encoder, not a T5-XXL: pick it in clip_l"),
     ("clip_g", clip_shapes(1024, 24), "is a CLIP-H text encoder (SD 2.x), not a CLIP-G"),
-    ("clip_l", clip_shapes(768, 6), "is a CLIP text encoder 768 wide with 6 layers, not a CLIP-L"),
+    ("clip_l", clip_shapes(768, 6), "is a CLIP text encoder 768 wide with 6 layers, where SD3.5's CLIP-L is 768 wide "
+     "with 12 layers, not a CLIP-L"),
+    ("clip_l", in_checkpoint_names("clip_l", clip_shapes(512, 12)), "is a CLIP-L with unexpected shapes (a CLIP text "
+     "encoder 512 wide with 12 layers, where SD3.5's CLIP-L is 768 wide with 12 layers), stored under the key names of "
+     "an SD3 checkpoint (text_encoders.clip_l.transformer.*)"),
+    ("clip_l", in_checkpoint_names("clip_l", clip_shapes(768, 12)), "is a CLIP-L, stored under the key names of an SD3 "
+     "checkpoint (text_encoders.clip_l.transformer.*), which text-encoder loaders do not read"),
+    ("clip_g", {**in_checkpoint_names("clip_l", clip_shapes(768, 12)), **in_checkpoint_names("clip_g", clip_shapes(1280, 32))},
+     "is the text encoders of an SD3 checkpoint (CLIP-G, CLIP-L) without its MMDiT"),
     ("t5xxl", t5_shapes({**NARROW_T5, "vocab_size": 256384}), "is a UMT5 or mT5 text encoder"),
     ("t5xxl", t5_shapes({**NARROW_T5, "d_model": 2048}), "is a T5-XL text encoder"),
-    ("t5xxl", t5_shapes({**NARROW_T5, "num_layers": 12}), "is a T5 text encoder 4096 wide with 12 blocks"),
+    ("t5xxl", t5_shapes({**NARROW_T5, "num_layers": 12}),
+     "is a T5 text encoder 4096 wide with 12 blocks, where SD3.5's T5-XXL is 4096 wide with 24 blocks"),
     ("t5xxl", not_gated(t5_shapes()), "is a T5-XXL v1.0 text encoder"),
     ("clip_l", t5_shapes(), "is a T5-XXL text encoder, not a CLIP-L: pick it in t5xxl"),
     ("clip_l", {"lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight": (64, 4)}, "is a LoRA"),
