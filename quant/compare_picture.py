@@ -72,5 +72,5 @@ def comparison_pictures(images_a, images_b, comparison: ImageComparison, label_a
         for fraction, anchor in ((0.0, "la"), (0.5, "ma"), (1.0, "ra")):
             draw.text((columns[2] + fraction * panel_w, bar_top + size + size // 4), f"{fraction * full_scale:.3g}",
                       fill=TEXT, font=text_font, anchor=anchor)
-        pictures.append(np.asarray(picture))
+        pictures.append(np.array(picture))
     return np.stack(pictures)

@@ -120,4 +120,4 @@ def report_chart(report: QuantReport, model_name: str) -> np.ndarray:
         length = round((text_width - LABEL_WIDTH - 120) * size / longest)
         draw.rectangle((grid_left, top, grid_left + max(length, 1), top + 26), fill=fill)
         draw.text((grid_left + length + 10, top + 13), f"{size / GIB:.2f} GiB", fill=TEXT, font=text_font, anchor="lm")
-    return np.asarray(picture)
+    return np.array(picture)
