@@ -19,9 +19,9 @@ def _rgb(images):
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
 
 
-def mean_abs_difference(images_a, images_b):
-    """|A - B| per pixel, the mean over the channels: (batch, height, width)."""
-    return np.abs(np.asarray(images_a.detach().cpu().double()) - np.asarray(images_b.detach().cpu().double())).mean(-1)
+def mean_abs_difference(rgb_a, rgb_b):
+    """|A - B| per pixel, the mean over R, G, B: (batch, height, width)."""
+    return np.abs(rgb_a.astype(np.float64) - rgb_b.astype(np.float64)).mean(-1)
 
 
 def difference_full_scale(difference, requested=0.0):
@@ -43,7 +43,7 @@ def comparison_pictures(images_a, images_b, comparison: ImageComparison, label_a
     """IMAGE tensors (batch, height, width, channels, 0..1) of the same shape -> uint8 array
     (batch, picture height, picture width, 3)."""
     a, b = _rgb(images_a), _rgb(images_b)
-    difference = mean_abs_difference(images_a, images_b)
+    difference = mean_abs_difference(a, b)
     full_scale = difference_full_scale(difference, full_scale)
     height, width = a.shape[1:3]
     factor = max(1, math.ceil(MIN_PANEL_WIDTH / width))

@@ -5,8 +5,9 @@ Both come from kornia.metrics, a ComfyUI requirement (nothing more to install). 
 al. (2004): an 11-tap Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, averaged over the pixels
 whose window lies inside the image, the same as scikit-image's
 structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-data_range=1.0, channel_axis=-1). Computed in float64 on the CPU: the variances are differences
-of close numbers.
+data_range=1.0, channel_axis=-1). On the CPU; the SSIM map in float32 (five times faster than
+float64; measured within 4e-8 of scikit-image's float64 on 1024x1024 images), means and PSNR in
+float64.
 """
 from dataclasses import dataclass
 
@@ -59,14 +60,14 @@ def check_same_size(images_a, images_b):
                            f"window; these are {_describe(images_a)}.")
 
 
-def _channels_first(images):
-    return images.detach().to("cpu", torch.float64).permute(0, 3, 1, 2)
+def _channels_first(images, dtype):
+    return images.detach().to("cpu", dtype).permute(0, 3, 1, 2).contiguous()
 
 
 def compare_images(images_a, images_b) -> ImageComparison:
     check_same_size(images_a, images_b)
-    a, b = _channels_first(images_a), _channels_first(images_b)
+    a, b = _channels_first(images_a, torch.float64), _channels_first(images_b, torch.float64)
     # kornia's psnr pools one MSE over whatever it is given: one image at a time.
     psnr = tuple(float(kornia_psnr(x, y, DATA_RANGE)) for x, y in zip(a, b))
-    ssim_map = kornia_ssim(a, b, SSIM_WINDOW, DATA_RANGE, eps=0.0, padding="valid")
-    return ImageComparison(psnr, tuple(float(s) for s in ssim_map.mean(dim=(1, 2, 3))))
+    ssim_map = kornia_ssim(a.float(), b.float(), SSIM_WINDOW, DATA_RANGE, eps=0.0, padding="valid")
+    return ImageComparison(psnr, tuple(float(s) for s in ssim_map.mean(dim=(1, 2, 3), dtype=torch.float64)))
