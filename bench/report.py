@@ -74,6 +74,23 @@ def kernel_table(kernels):
     return "\n".join(lines) + "\n"
 
 
+def image_compare_table(run):
+    lines = ["### FP8 against stock default as pictures: PSNR and SSIM beside the latent error", "",
+             f"{run['device']}, torch {run['torch']}, ComfyUI {run['comfyui']}; {run['size']}x{run['size']}, CFG {run['cfg']}, "
+             f"{run['sampler']}, {run['steps']} steps, seed {run['seed']}, random weights at the real shapes. `{run['command']}`. "
+             f"{run['reference']} and {run['candidate']} sample from the same noise and conditioning; each final latent is drawn "
+             "with ComfyUI's latent preview projection (SD3 `latent_rgb_factors`, one pixel per latent pixel: no VAE weights "
+             "exist here), both stretched by the one affine map that puts the stock picture's values onto 0..1. PSNR and SSIM "
+             "are the Compare Images node's (SSIM as scikit-image, Gaussian window); latent error = relative L2 distance of the "
+             "final latents, as in the tables above.", "",
+             *table_head("model", "weights", "latent error", "PSNR dB", "SSIM", "FP8 pixels clipped", "picture")]
+    lines += [f"| {r['model']} | {r['weights']} | {r['latent_error']:.4f} | {r['psnr_db']:.2f} | {r['ssim']:.4f} | "
+              f"{r['candidate_clipped_fraction']:.2%} | [{r['picture']}](results/{r['picture']}) |" for r in run["results"]]
+    first = run["results"][0]
+    lines += ["", f"![{first['model']}, {first['weights']} weights](results/{first['picture']})"]
+    return "\n".join(lines) + "\n"
+
+
 def targets(large, compiled_runs, heavy, medium, cap):
     ours_eager, ours_wo = find(large, "ours_fp8", "eager"), find(large, "ours_weight_only", "eager")
     stock_eager, stock_fp8 = find(large, "stock_default", "eager"), find(large, "stock_fp8", "eager")
@@ -151,6 +168,9 @@ def main():
                 run_table(load("medium_gaussian_eager_rerun.json"), "SD3.5 Medium, eager rerun with profiles (launch-bound)"),
                 run_table(cap, "SD3.5 Large under an 8 GiB GPU memory cap (ComfyUI offloading)"),
                 kernel_table(kernels)]
+    # written by bench/image_compare.py on the GPU; until it has run there, no such table
+    if (RESULTS / "image_compare.json").exists():
+        sections.append(image_compare_table(load("image_compare.json")))
     for extra in sorted(BENCH.glob("RESULTS_*.md")):
         sections.append("\n" + extra.read_text())
     (BENCH / "RESULTS.md").write_text("\n".join(sections))

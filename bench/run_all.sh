@@ -20,3 +20,4 @@ python3 bench/sd35_bench.py --model large --weights heavy --modes eager --out "$
 python3 bench/sd35_bench.py --model large --vram-cap-gib 8 --modes eager \
   --variants stock_fp8 stock_fp8_fast ours_weight_only ours_fp8 --out "$out"
 python3 bench/sd35_bench.py --model medium --profile ours_fp8_compiled --out "$out"
+python3 bench/image_compare.py --out "$out"

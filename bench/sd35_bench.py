@@ -34,10 +34,10 @@ STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn
 CFG, SAMPLER = 4.5, "euler"
 
 
-def random_weights(model, kind, seed=0):
+def random_weights(model, kind, seed=0, device="cuda"):
     spec = MODELS[model]
     sd = mmdit_state_dict("medium" if spec["attn2_blocks"] else "large", spec["depth"], spec["pos_embed_max_size"],
-                          seed=seed, prefix="", attn2_blocks=spec["attn2_blocks"], device="cuda")
+                          seed=seed, prefix="", attn2_blocks=spec["attn2_blocks"], device=device)
     if kind == "heavy":
         # Log-normal per-row magnitudes and 1% of input channels ten times larger, in every
         # joint-block linear: the outliers real checkpoints have and Gaussian weights lack.
@@ -71,6 +71,11 @@ def build(variant, weights):
     return model
 
 
+def synchronize():
+    if torch.cuda.is_available():  # bench/image_compare.py's smoke test samples on the CPU
+        torch.cuda.synchronize()
+
+
 def sample(model, size, steps, seed, positive, negative, step_times):
     import comfy.sample
     latent = torch.zeros(1, 16, size // 8, size // 8)
@@ -78,13 +83,13 @@ def sample(model, size, steps, seed, positive, negative, step_times):
     last = [None]
 
     def callback(step, x0, x, total):
-        torch.cuda.synchronize()
+        synchronize()
         now = time.perf_counter()
         if last[0] is not None:
             step_times.append(now - last[0])
         last[0] = now
 
-    torch.cuda.synchronize()
+    synchronize()
     last[0] = time.perf_counter()
     return comfy.sample.sample(model, noise, steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,
                                seed=seed, callback=callback, disable_pbar=True)

@@ -15,6 +15,7 @@ KEEP_REASONS = (
     (r"final_layer\.", "final layer modulation"),
     (r"(x_embedder|t_embedder|y_embedder|context_embedder)(\.|$)", "embedder"),
     (r"\.adaLN_modulation\.", "adaLN modulation kept by this policy"),
+    (JOINT_BLOCK_LINEAR + r"((attn|attn2)\.(qkv|proj)|mlp\.(fc1|fc2))$", "attention or MLP linear kept by this policy"),
     (r"", "not a joint-block linear"),
 )
 

@@ -38,6 +38,11 @@ def test_off_quantizes_nothing():
     assert not any(POLICIES["off"].decide(n).quantize for n in QUANTIZED_BY_DEFAULT)
 
 
+@pytest.mark.parametrize("name", QUANTIZED_BY_DEFAULT)
+def test_off_says_the_policy_keeps_each_joint_block_linear(name):
+    assert "kept by this policy" in POLICIES["off"].decide(name).reason
+
+
 def test_names_must_match_whole_module_names():
     assert not POLICIES["fp8_default"].decide("joint_blocks.0.x_block.attn.qkv.lora_up").quantize
     assert not POLICIES["fp8_default"].decide("extra.joint_blocks.0.x_block.attn.qkv").quantize
