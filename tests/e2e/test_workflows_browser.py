@@ -7,6 +7,7 @@ The files a workflow needs are tiny random-weight models under the official name
 written before the page loads (frontend 1.49 marks a file name missing from the server's lists).
 """
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,12 +60,58 @@ MODEL_WRITERS = {
 }
 
 
+def output_image(comfy, image):
+    return Image.open(comfy.base / image["type"] / image["subfolder"] / image["filename"])
+
+
+def check_one_image(page, comfy, entry):
+    [image] = comfy.images(entry)
+    assert_image(image, IMAGE_SIZE)
+
+
+def check_saved_fp8_file(page, comfy, entry):
+    # Save SD3.5 Checkpoint (FP8) shows "<folder>/<file name>"
+    [saved_file] = [file for output in entry["outputs"].values() for file in output.get("text", [])]
+    with safe_open(comfy.base / "models" / saved_file, "pt") as saved:
+        dtypes = {saved.get_slice(key).get_dtype() for key in saved.keys()}
+    assert "F8_E4M3" in dtypes, dtypes
+
+
+def check_comparison(page, comfy, entry):
+    """FP8 vs full precision: the comparison picture, PSNR/SSIM, the report's chart and text; the
+    page shows the saved comparison and receives the chart."""
+    nodes = {node.get("title") or node["type"]: str(node["id"])
+             for node in json.loads(workflow_file("sd35_fp8_vs_full_precision").read_text())["nodes"]}
+    outputs = entry["outputs"]
+    [comparison] = outputs[nodes["SaveImage"]]["images"]
+    picture = output_image(comfy, comparison)
+    assert picture.format == "PNG" and picture.width > 3 * 256 and picture.height > 256  # 64 px drawn >= 256 wide
+    assert np.asarray(picture.convert("RGB"), dtype=np.float32).std() > 1.0
+    [chart] = outputs[nodes["Quantization report"]]["images"]
+    assert output_image(comfy, chart).width == 1600
+    [metrics] = outputs[nodes["PSNR and SSIM"]]["text"]
+    lines = metrics.splitlines()
+    assert lines[0].startswith("FP8 (policy fp8_default) against full precision (policy off)")
+    psnr, ssim = float(lines[1].split()[3]), float(lines[1].split()[6])
+    assert math.isfinite(psnr) and 0 < ssim < 1  # FP8 changes the image, a little
+    [summary] = outputs[nodes["Quantization report (text)"]]["text"]
+    assert "policy fp8_default (per_channel scales)" in summary
+    # The whole graph in view, as on a large screen: the frontend loads a node's pictures when it draws
+    # it. Whether frontend 1.32 also draws the PreviewImage picture in time varies from run to run (its
+    # /view request answers 200, yet node.imgs sometimes stays unset): checked up to its arrival.
+    page.evaluate("app.canvas.ds.scale = 0.5; app.canvas.ds.offset = [40, 40]; app.canvas.setDirty(true, true)")
+    page.wait_for_function("app.graph.nodes.find(n => n.type === 'SaveImage').imgs?.length", timeout=30_000)
+    page.wait_for_function("app.graph.nodes.find(n => n.type === 'PreviewImage').images?.length", timeout=30_000)
+
+
 @dataclass(frozen=True)
 class Setup:
-    """What a workflow needs on the server besides CLIP-L and CLIP-G (tiny_models, official names)."""
+    """What a workflow needs on the server besides CLIP-L and CLIP-G (tiny_models, official names),
+    and what its run must produce."""
     model_files: tuple = ()
     input_image: bool = False
     made_by: str = None  # the workflow whose output file this one loads: it runs first
+    check: object = check_one_image  # (page, comfy, /history entry)
 
 
 # One entry per file in workflows/ (test_every_workflow_has_its_setup says when one is missing).
@@ -75,8 +122,9 @@ WORKFLOW_SETUP = {
     "sd35_medium_fp8_text_to_image": Setup((MEDIUM, T5)),
     "sd35_large_fp8_lora": Setup((LARGE, T5, LORA)),
     "sd35_large_fp8_image_to_image": Setup((LARGE, T5), input_image=True),
-    "sd35_large_fp8_quantize_once_1_save": Setup((LARGE,)),
+    "sd35_large_fp8_quantize_once_1_save": Setup((LARGE,), check=check_saved_fp8_file),
     "sd35_large_fp8_quantize_once_2_load": Setup((T5,), made_by="sd35_large_fp8_quantize_once_1_save"),
+    "sd35_fp8_vs_full_precision": Setup((LARGE,), check=check_comparison),
 }
 
 
@@ -201,7 +249,9 @@ def test_our_nodes_are_in_the_frontend(page):
 def test_template_browser_shows_every_workflow_with_its_thumbnail(page):
     open_template_browser(page)
     for name in WORKFLOWS:
-        thumbnail = page.get_by_test_id(f"template-workflow-{name}").locator("img").first
+        card = page.get_by_test_id(f"template-workflow-{name}")
+        card.scroll_into_view_if_needed()  # the browser loads a card's picture once it is in view
+        thumbnail = card.locator("img").first
         thumbnail.wait_for()
         page.wait_for_function("(img) => img.complete", arg=thumbnail.element_handle(), timeout=10_000)
         # a missing .jpg shows the frontend's default picture instead
@@ -226,6 +276,9 @@ def test_workflow_opens_from_template_browser_laid_out_and_converted(page, objec
     assert page.locator("[role=dialog]").all_inner_texts() == []
     for node in api_prompt.values():
         del node["_meta"]
+        # display-only widgets the frontend adds (PreviewAny's "preview") are no server inputs
+        declared = {k for group in object_info[node["class_type"]]["input"].values() for k in group}
+        node["inputs"] = {k: v for k, v in node["inputs"].items() if k in declared}
     # scripts/demo.py converts workflows in Python: it must agree with the frontend
     assert ui_to_api(json.loads(workflow_file(name).read_text()), object_info) == api_prompt
 
@@ -243,12 +296,4 @@ def test_overlap_check_sees_a_title_bar_under_a_node_above():
 def test_workflow_runs_from_the_run_button(page, comfy, run_workflow, name):
     entry, log = run_workflow(name)
     assert "lora key not loaded" not in log  # every key of the LoRA reached a layer
-    saved_files = [file for output in entry["outputs"].values() for file in output.get("text", [])]
-    if saved_files:  # Save SD3.5 Checkpoint (FP8) shows "<folder>/<file name>"
-        [saved_file] = saved_files
-        with safe_open(comfy.base / "models" / saved_file, "pt") as saved:
-            dtypes = {saved.get_slice(key).get_dtype() for key in saved.keys()}
-        assert "F8_E4M3" in dtypes, dtypes
-    else:
-        [image] = comfy.images(entry)
-        assert_image(image, IMAGE_SIZE)
+    WORKFLOW_SETUP[name].check(page, comfy, entry)
