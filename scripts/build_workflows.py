@@ -122,16 +122,15 @@ final layer and embedders in full precision. All three text encoders, as the fil
     text_to_image("sd35_large_fp8_8gb_no_t5", f"""## SD3.5 Large FP8 for 8 GB cards
 
 No T5-XXL (the preset never reads it): CLIP-L and CLIP-G take 1.5 GB instead of 10, and ComfyUI moves
-the FP8 MMDiT (about 8 GB) between the card and system memory as it needs. `compute` is
-**weight_only**, measured faster than FP8 matmuls when the model does not fit on the card.
+the FP8 MMDiT (about 8 GB) between the card and system memory as it needs. `compute` **auto**: FP8
+matmuls on RTX 40/50 (faster than weight-only under an 8 GiB cap, measured), weight-only elsewhere.
 
 **Files** (Hugging Face, stabilityai/stable-diffusion-3.5-large):
 - `models/checkpoints/{LARGE}`
 - `models/text_encoders/clip_l.safetensors` and `clip_g.safetensors` (the repository's `text_encoders/` folder)
 
-**For real use:** write your prompt. 28 steps, CFG 3.5 (Stability's settings for Large). {ONE_MEGAPIXEL}
-With 12 GB or more, set `compute` to auto (FP8 matmuls on RTX 40/50, L40, H100).""",
-                  LARGE, 28, 3.5, "sd35_fp8/large_8gb", compute="weight_only", preset="no T5 (L+G)"),
+**For real use:** write your prompt. 28 steps, CFG 3.5 (Stability's settings for Large). {ONE_MEGAPIXEL}""",
+                  LARGE, 28, 3.5, "sd35_fp8/large_8gb", preset="no T5 (L+G)"),
     text_to_image("sd35_large_turbo_fp8_4_steps", f"""## SD3.5 Large Turbo FP8: 4 steps
 
 Large Turbo is distilled for few steps without classifier-free guidance: 4 steps, CFG 1 (Stability's
