@@ -260,7 +260,11 @@ def test_template_browser_shows_every_workflow_with_its_thumbnail(page):
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
-def test_workflow_opens_from_template_browser_laid_out_and_converted(page, object_info, name):
+def test_workflow_opens_from_template_browser_laid_out_and_converted(page, object_info, run_workflow, name):
+    made_by = WORKFLOW_SETUP[name].made_by
+    if made_by is not None:  # frontend 1.49 flags a loader whose file the server does not list yet
+        run_workflow(made_by)
+        page.evaluate("async () => await app.refreshComboInNodes()")
     node_types = open_from_template_browser(page, name)
     unknown = [t for t in node_types if t not in object_info and t not in FRONTEND_ONLY_NODES]
     assert unknown == [], f"node types the server does not have: {unknown}"
