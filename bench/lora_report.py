@@ -7,16 +7,14 @@ bench/results/lora_server.json).
 import json
 from pathlib import Path
 
+from report import table_head  # bench/report.py, beside this script
+
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ours_fp8": "ours FP8 matmul",
           "ours_weight_only": "ours weight-only"}
 # The criteria of the LoRA issue, for this pack's variants
 ERROR_GROWTH, LORA_COST = 0.01, 0.05
-
-
-def table_head(*columns):
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
 def matrix_table(run):
