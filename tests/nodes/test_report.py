@@ -18,7 +18,7 @@ def checkpoint(models_dir):
 
 
 def test_chart_and_summary_come_from_the_loaders_report(pack, checkpoint):
-    model, _, _ = load_checkpoint(pack, checkpoint, "fp8_default", prompt={})
+    model, _, _ = load_checkpoint(pack, checkpoint, "fp8_default")
     chart, summary = run_report(pack, model)
     origin = model.model.sd35_fp8_origin
     assert chart.dtype == torch.float32 and chart.ndim == 4 and chart.shape[0] == 1 and chart.shape[3] == 3
@@ -30,7 +30,7 @@ def test_chart_and_summary_come_from_the_loaders_report(pack, checkpoint):
 
 def test_no_second_pass_over_the_weights(pack, checkpoint):
     """The node reads the report the loader measured: weights changed afterwards change nothing."""
-    model, _, _ = load_checkpoint(pack, checkpoint, "fp8_default", prompt={})
+    model, _, _ = load_checkpoint(pack, checkpoint, "fp8_default")
     chart, summary = run_report(pack, model)
     with torch.no_grad():
         for parameter in model.model.diffusion_model.parameters():
@@ -42,7 +42,7 @@ def test_no_second_pass_over_the_weights(pack, checkpoint):
 @pytest.mark.parametrize("policy,expected", [("off", "0 linears in FP8, 24 kept"),
                                              ("fp8_keep_adaln", "13 linears in FP8, 11 kept")])
 def test_other_policies(pack, checkpoint, policy, expected):
-    _, summary = run_report(pack, load_checkpoint(pack, checkpoint, policy, prompt={})[0])
+    _, summary = run_report(pack, load_checkpoint(pack, checkpoint, policy)[0])
     assert expected in summary
     assert ("x adaLN: 2 kept" in summary) and ("x qkv: 2 kept" in summary) == (policy == "off")
 
