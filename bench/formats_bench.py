@@ -20,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 
 
 def child(*args):
@@ -47,7 +48,7 @@ def do_write(model, path):
 
 
 def do_convert(source, target, granularity):
-    from quant.__main__ import main
+    from sd35_fp8.quant.__main__ import main
     start = time.perf_counter()
     assert main([source, target, "--granularity", granularity, "--overwrite"]) == 0
     print(json.dumps({"s": round(time.perf_counter() - start, 1), "peak_rss_gib": round(peak_rss_gib(), 2),

@@ -1,6 +1,6 @@
 """The converter's command line. Users run it as `python <pack>/convert_to_fp8.py IN OUT` from any
-working directory (that script finds this package); `python -m quant IN OUT` works from the pack's
-folder. Needs torch and safetensors only."""
+working directory (that script imports the pack as `sd35_fp8`, pack_import.py). Needs torch and
+safetensors only."""
 import argparse
 import os
 import sys
@@ -12,7 +12,7 @@ from .policy import DEFAULT_POLICY, POLICIES
 from .scales import GRANULARITIES
 
 
-def main(argv=None, prog="python -m quant"):
+def main(argv=None, prog="convert_to_fp8.py"):
     parser = argparse.ArgumentParser(
         prog=prog, description="Quantizes an SD3.5 model once into an FP8 .safetensors file (ComfyUI's "
         "mixed-precision layout), without ComfyUI, from any SD3.5 file this pack reads: bf16/fp16/fp32, ComfyUI "

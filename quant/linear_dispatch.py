@@ -34,7 +34,8 @@ def linear_for(compute_path: ComputePath):
     if not compute_path.triton_kernels:
         return many_rows
 
-    from .small_m_linear import small_m_linear, use_small_m_kernel
+    from .small_m_linear import small_m_linear_op, use_small_m_kernel
+    small_m_linear = small_m_linear_op()
 
     def linear(x, weight_fp8, weight_scale, bias):
         x2d = x.reshape(-1, x.shape[-1])

@@ -8,16 +8,17 @@ epilogue. Activations keep their full precision (more accurate than the FP8 matm
 linears are a third of the model's parameters and their output scales every activation) and
 nothing the size of the weight is written (faster than dequantize-then-GEMM).
 
-Registered as the custom op `sd35_fp8::small_m_linear`, opaque to torch.compile, so eager and
-compiled runs compute the same thing.
+Registered as the custom op `sd35_fp8::small_m_linear` when first asked for, opaque to
+torch.compile, so eager and compiled runs compute the same thing.
 """
+from functools import cache
 from typing import Optional
 
 import torch
 
 from .fp8_linear import dequantize
 
-# The kernel's one row block (quant/triton_kernels.py), tl.dot's smallest. A tiled version for the 154-308 rows of
+# The kernel's one row block (quant/triton_kernels.py takes it as BLOCK_M), tl.dot's smallest. A tiled version for the 154-308 rows of
 # the text context measured 0.08-0.25 ms on an H100 against 0.03-0.04 for quantize + FP8 GEMM or
 # dequantize + GEMM, so those rows stay on the model's path.
 SMALL_M_MAX_ROWS = 16
@@ -38,24 +39,19 @@ def small_m_linear_reference(x2d, weight_fp8, weight_scale, bias):
 def _small_m_linear_impl(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor,
                          bias: Optional[torch.Tensor]) -> torch.Tensor:
     from .triton_kernels import small_m_linear_triton
-    return small_m_linear_triton(x2d, weight_fp8, weight_scale, bias)
+    return small_m_linear_triton(x2d, weight_fp8, weight_scale, bias, block_rows=SMALL_M_MAX_ROWS)
 
 
 def _small_m_linear_shape(x2d, weight_fp8, weight_scale, bias):
     return x2d.new_empty((x2d.shape[0], weight_fp8.shape[0]))
 
 
-def _register():
+@cache
+def small_m_linear_op():
+    """The op (x2d, weight_fp8, weight_scale, bias) -> output, registered on the first call; take it
+    outside compiled code, which then calls it."""
     if not hasattr(torch.library, "custom_op"):  # torch < 2.4: torch.compile traces the kernel itself
         return _small_m_linear_impl
-    # The package is importable under two names (sd35_fp8.quant inside ComfyUI, quant in tests
-    # and benchmarks); an op name is registered once per process.
-    namespace, name = _OP_NAME.split("::")
-    if hasattr(getattr(torch.ops, namespace), name):
-        return getattr(getattr(torch.ops, namespace), name).default
     op = torch.library.custom_op(_OP_NAME, _small_m_linear_impl, mutates_args=(), device_types="cuda")
     op.register_fake(_small_m_linear_shape)
     return op
-
-
-small_m_linear = _register()

@@ -6,7 +6,6 @@ import triton
 import triton.language as tl
 
 from .scales import FP8_DTYPE, FP8_MAX, MIN_SCALE
-from .small_m_linear import SMALL_M_MAX_ROWS
 
 
 @triton.jit
@@ -90,11 +89,13 @@ def _small_m_linear_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, 
              mask=(rows[:, None] < M) & (cols[None, :] < N))
 
 
-def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias):
-    """x2d @ (weight_fp8 * weight_scale).T + bias in x2d's dtype (fp16 or bf16), for at most 16 rows."""
+def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias,
+                          block_rows: int):
+    """x2d @ (weight_fp8 * weight_scale).T + bias in x2d's dtype (fp16 or bf16), for at most
+    block_rows rows (one row block: small_m_linear.SMALL_M_MAX_ROWS)."""
     rows, k = x2d.shape
-    if rows > SMALL_M_MAX_ROWS:
-        raise ValueError(f"small_m_linear_triton takes at most {SMALL_M_MAX_ROWS} rows, not {rows}")
+    if rows > block_rows:
+        raise ValueError(f"small_m_linear_triton takes at most {block_rows} rows, not {rows}")
     n = weight_fp8.shape[0]
     if x2d.stride(1) != 1:
         x2d = x2d.contiguous()
@@ -103,5 +104,5 @@ def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_sc
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
     _small_m_linear_kernel[grid](x2d, weight_fp8.contiguous(), scale, out if bias is None else bias, out, rows, n, k,
                                  x2d.stride(0), PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
-                                 BLOCK_M=SMALL_M_MAX_ROWS)
+                                 BLOCK_M=block_rows)
     return out

@@ -4,8 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pack_import
+
 REPO = Path(__file__).resolve().parent.parent
-PACK_MODULE = "sd35_fp8"
 
 
 def host_env():
@@ -22,16 +23,15 @@ def host_env():
 
 def import_comfy_in_process(dynamic_vram=False, reserve_vram_gib=None):
     """Puts ComfyUI first on sys.path (its `nodes` module must win over this repo's `nodes/`),
-    then imports the pack as ComfyUI does, as a package named after its custom_nodes folder.
+    then imports the pack as `sd35_fp8`, the package ComfyUI makes of its custom_nodes folder.
 
     reserve_vram_gib: ComfyUI's --reserve-vram. dynamic_vram: turn DynamicVRAM on as ComfyUI 0.33's
     main.py does on a GPU (its default there); call before anything imports comfy.model_management."""
     env = host_env()
-    comfy_dir, custom_nodes = env["SD35FP8_COMFYUI"], os.path.join(env["SD35FP8_BASE"], "custom_nodes")
-    for path in (custom_nodes, comfy_dir):
-        if path in sys.path:
-            sys.path.remove(path)
-        sys.path.insert(0, path)
+    comfy_dir = env["SD35FP8_COMFYUI"]
+    if comfy_dir in sys.path:
+        sys.path.remove(comfy_dir)
+    sys.path.insert(0, comfy_dir)
     if "nodes" in sys.modules and not hasattr(sys.modules["nodes"], "NODE_CLASS_MAPPINGS"):
         del sys.modules["nodes"]
     import torch
@@ -47,8 +47,10 @@ def import_comfy_in_process(dynamic_vram=False, reserve_vram_gib=None):
     args.cpu = not torch.cuda.is_available()
     if dynamic_vram:
         _enable_dynamic_vram(args)
-    import importlib
-    return importlib.import_module(PACK_MODULE)
+    pack = pack_import.import_pack()
+    if not pack.NODE_CLASS_MAPPINGS:  # imported before ComfyUI was importable (by the engine's tests)
+        pack.__spec__.loader.exec_module(pack)
+    return pack
 
 
 def _enable_dynamic_vram(args):

@@ -2,7 +2,7 @@
 against the running ComfyUI's mmdit_to_diffusers and convert_diffusers_mmdit."""
 import pytest
 
-from quant.formats.diffusers_sd3 import _mapping
+from sd35_fp8.quant.formats.diffusers_sd3 import _mapping
 from tests.fixtures import quantized_files, tiny_sd3
 from tests.fixtures.quantized_files import read_model, same_bits
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from quant.quantized_weight import QuantizedWeight
-from quant.scales import quantize_weight
+from sd35_fp8.quant.quantized_weight import QuantizedWeight
+from sd35_fp8.quant.scales import quantize_weight
 from tests.fixtures import quantized_files, tiny_sd3
 from tests.nodes.test_loaders import OUTPUT_ERROR_BOUND, load_diffusion_model, mmdit_output, random_inputs
 from tests.numerics import relative_error

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from quant.convert import convert
-from quant.policy import POLICIES
-from quant.quantized_weight import QuantizedWeight
+from sd35_fp8.quant.convert import convert
+from sd35_fp8.quant.policy import POLICIES
+from sd35_fp8.quant.quantized_weight import QuantizedWeight
 from tests.fixtures import quantized_files, tiny_sd3
 from tests.fixtures.quantized_files import same_bits
 from tests.nodes.test_loaders import load_checkpoint, load_diffusion_model, mmdit_output, random_inputs

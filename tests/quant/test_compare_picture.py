@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from quant.compare_picture import MIN_PANEL_WIDTH, comparison_pictures, difference_full_scale
-from quant.drawing import colormap
-from quant.image_metrics import compare_images
+from sd35_fp8.quant.compare_picture import MIN_PANEL_WIDTH, comparison_pictures, difference_full_scale
+from sd35_fp8.quant.drawing import colormap
+from sd35_fp8.quant.image_metrics import compare_images
 
 
 def pixels_of_colour(picture, colour):

@@ -1,6 +1,6 @@
 import pytest
 
-from quant.compute_path import FP8_ROWWISE, FP8_TENSORWISE, WEIGHT_ONLY, choose_compute_path
+from sd35_fp8.quant.compute_path import FP8_ROWWISE, FP8_TENSORWISE, WEIGHT_ONLY, choose_compute_path
 
 
 @pytest.mark.parametrize("device,capability,torch_version,expected", [

@@ -4,9 +4,9 @@ emulation of the GEMM's arithmetic stands in for it."""
 import pytest
 import torch
 
-from quant.fp8_linear import (fp8_linear_rowwise, fp8_linear_tensorwise, quantize_rows,
+from sd35_fp8.quant.fp8_linear import (fp8_linear_rowwise, fp8_linear_tensorwise, quantize_rows,
                               weight_only_linear)
-from quant.scales import FP8_MAX, quantize_weight
+from sd35_fp8.quant.scales import FP8_MAX, quantize_weight
 from tests.numerics import relative_error
 
 # Both operands in e4m3 (3 mantissa bits): each product carries about 2 x 2.5% relative

@@ -5,8 +5,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from quant.errors import SD35FP8Error
-from quant.image_metrics import compare_images
+from sd35_fp8.quant.errors import SD35FP8Error
+from sd35_fp8.quant.image_metrics import compare_images
 
 # The issue asks for agreement with a well-known implementation within 1e-4.
 TOLERANCE = 1e-4

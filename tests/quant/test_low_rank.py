@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from quant.low_rank import MAX_RANK, lora_beside, low_rank_factors
-from quant.scales import dequantize_weight, quantize_weight
+from sd35_fp8.quant.low_rank import MAX_RANK, lora_beside, low_rank_factors
+from sd35_fp8.quant.scales import dequantize_weight, quantize_weight
 from tests.numerics import relative_error
 
 

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from quant.policy import POLICIES
-from quant.quantize import SCALE_SUFFIX, quantize_state_dict
-from quant.quantized_weight import QuantizedWeight
-from quant.report_by_kind import block_grid, report_text, sqnr_db
+from sd35_fp8.quant.policy import POLICIES
+from sd35_fp8.quant.quantize import SCALE_SUFFIX, quantize_state_dict
+from sd35_fp8.quant.quantized_weight import QuantizedWeight
+from sd35_fp8.quant.report_by_kind import block_grid, report_text, sqnr_db
 from tests.fixtures.tiny_sd3 import mmdit_state_dict
 
 ROWS = ["x qkv", "x proj", "x attn2 qkv", "x attn2 proj", "x fc1", "x fc2", "x adaLN",

@@ -1,7 +1,7 @@
 import numpy as np
 
-from quant.report_by_kind import sqnr_db
-from quant.report_chart import CELL_HEIGHT, KEPT, STORED, WIDTH, report_chart, sqnr_colour
+from sd35_fp8.quant.report_by_kind import sqnr_db
+from sd35_fp8.quant.report_chart import CELL_HEIGHT, KEPT, STORED, WIDTH, report_chart, sqnr_colour
 from tests.quant.test_report_by_kind import stored_fp8_report, tiny_report
 
 LEGEND_SQUARE = 17 * 17  # each legend entry: a 16 px square drawn with both edges included

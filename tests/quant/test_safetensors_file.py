@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from quant.errors import SD35FP8Error
-from quant.safetensors_file import read_header, read_tensors
+from sd35_fp8.quant.errors import SD35FP8Error
+from sd35_fp8.quant.safetensors_file import read_header, read_tensors
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from quant import safetensors_writer
-from quant.errors import SD35FP8Error
-from quant.safetensors_writer import SafetensorsWriter
+from sd35_fp8.quant import safetensors_writer
+from sd35_fp8.quant.errors import SD35FP8Error
+from sd35_fp8.quant.safetensors_writer import SafetensorsWriter
 
 
 def mixed_tensors():

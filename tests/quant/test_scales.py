@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from quant.scales import FP8_DTYPE, FP8_MAX, dequantize_weight, quantize_weight, weight_scale
+from sd35_fp8.quant.scales import FP8_DTYPE, FP8_MAX, dequantize_weight, quantize_weight, weight_scale
 from tests.numerics import relative_error
 
 STDS = [1e-4, 1e-3, 2e-2, 1.0, 10.0]

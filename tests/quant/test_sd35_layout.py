@@ -2,9 +2,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from quant.errors import SD35FP8Error
-from quant.safetensors_file import read_header
-from quant.sd35_layout import read_contents
+from sd35_fp8.quant.errors import SD35FP8Error
+from sd35_fp8.quant.safetensors_file import read_header
+from sd35_fp8.quant.sd35_layout import read_contents
 from tests.fixtures.tiny_sd3 import (mmdit_state_dict, taesd_vae_state_dict, write_diffusion_model,
                                      write_flux_like, write_sdxl_like)
 

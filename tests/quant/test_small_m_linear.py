@@ -8,16 +8,16 @@ import sys
 import pytest
 import torch
 
-from quant.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear_reference, use_small_m_kernel
+from sd35_fp8.quant.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear_reference, use_small_m_kernel
 from tests.comfy_host import REPO
 from tests.numerics import relative_error
 
 pytest.importorskip("triton", reason="Triton is not installed")
 
 _INTERPRETED = """
-import torch, triton
-from quant.triton_kernels import _small_m_linear_kernel
-from quant.scales import quantize_weight, FP8_DTYPE
+import pack_import, torch, triton
+from sd35_fp8.quant.triton_kernels import _small_m_linear_kernel
+from sd35_fp8.quant.scales import quantize_weight, FP8_DTYPE
 torch.manual_seed({seed})
 m, k, n, per_channel, has_bias = {m}, {k}, {n}, {per_channel}, {has_bias}
 x = torch.randn(m, k, dtype=torch.float16)

@@ -1,8 +1,8 @@
 import pytest
 
-from quant.errors import SD35FP8Error
-from quant.safetensors_file import SafetensorsHeader, TensorInfo
-from quant.text_encoder_layout import read_text_encoder
+from sd35_fp8.quant.errors import SD35FP8Error
+from sd35_fp8.quant.safetensors_file import SafetensorsHeader, TensorInfo
+from sd35_fp8.quant.text_encoder_layout import read_text_encoder
 from tests.fixtures.tiny_text_encoders import NARROW_T5, T5XXL, t5_layout
 
 BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1}

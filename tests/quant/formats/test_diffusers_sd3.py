@@ -1,8 +1,8 @@
 """diffusers SD3 transformers: ComfyUI's names and tensors, exactly."""
 import pytest
 
-from quant.sd35_layout import read_contents
-from quant.formats.model_files import read_model_header
+from sd35_fp8.quant.sd35_layout import read_contents
+from sd35_fp8.quant.formats.model_files import read_model_header
 from tests.fixtures import quantized_files
 from tests.fixtures.tiny_sd3 import mmdit_state_dict
 from tests.fixtures.quantized_files import read_model, same_bits

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from quant.errors import SD35FP8Error
+from sd35_fp8.quant.errors import SD35FP8Error
 from tests.fixtures import quantized_files
 from tests.fixtures.quantized_files import read_model, same_bits
 

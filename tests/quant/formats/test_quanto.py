@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from quant.errors import SD35FP8Error
-from quant.quantized_weight import QuantizedWeight
+from sd35_fp8.quant.errors import SD35FP8Error
+from sd35_fp8.quant.quantized_weight import QuantizedWeight
 from tests.fixtures import quantized_files
 from tests.fixtures.quantized_files import read_model, same_bits
 
