@@ -21,7 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
-from sd35_fp8.quant.report import GIB  # noqa: E402
+from sd35_fp8.quant.reports.report import GIB  # noqa: E402
 from tests.comfy_host import import_comfy_in_process  # noqa: E402
 from tests.fixtures.tiny_sd3 import mmdit_state_dict  # noqa: E402
 from tests.numerics import relative_error  # noqa: E402

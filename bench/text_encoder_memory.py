@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
-from sd35_fp8.quant.report import GIB  # noqa: E402
+from sd35_fp8.quant.reports.report import GIB  # noqa: E402
 from tests.fixtures.tiny_sd3 import clip_state_dict  # noqa: E402
 from tests.fixtures.tiny_text_encoders import T5XXL, write_t5  # noqa: E402
 from tests.numerics import relative_error  # noqa: E402

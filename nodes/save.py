@@ -6,12 +6,12 @@ import comfy.model_management
 import folder_paths
 
 from ..quant.errors import SD35FP8Error
-from ..quant.formats.comfy_mixed import file_metadata, file_tensors, tensor_entries
+from ..quant.files.formats.comfy_mixed import file_metadata, file_tensors, tensor_entries
 from ..quant.policy import POLICIES
 from ..quant.quantize import SCALE_SUFFIX
 from ..quant.quantized_weight import QuantizedWeight
-from ..quant.safetensors_writer import SafetensorsWriter
-from ..quant.sd35_layout import CHECKPOINT_MMDIT_PREFIX
+from ..quant.files.safetensors_writer import SafetensorsWriter
+from ..quant.layouts.sd35_layout import CHECKPOINT_MMDIT_PREFIX
 from .loaders import CATEGORY
 
 FOLDERS = ["diffusion_models", "checkpoints"]

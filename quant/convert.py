@@ -9,15 +9,15 @@ import os
 from dataclasses import replace
 
 from .errors import SD35FP8Error
-from .formats.comfy_mixed import HIGH_PRECISION_DTYPE, file_metadata, file_tensors, tensor_entries
-from .formats.mmdit_reader import read_mmdit
-from .formats.model_files import read_model_header
+from .files.formats.comfy_mixed import HIGH_PRECISION_DTYPE, file_metadata, file_tensors, tensor_entries
+from .files.formats.mmdit_reader import read_mmdit
+from .files.formats.model_files import read_model_header
 from .quantize import decide, quantize_tensor
 from .quantized_weight import QuantizedWeight
-from .report import QuantReport
-from .safetensors_file import read_tensors
-from .safetensors_writer import TORCH_DTYPES, SafetensorsWriter
-from .sd35_layout import CHECKPOINT_MMDIT_PREFIX, read_contents
+from .reports.report import QuantReport
+from .files.safetensors_file import read_tensors
+from .files.safetensors_writer import TORCH_DTYPES, SafetensorsWriter
+from .layouts.sd35_layout import CHECKPOINT_MMDIT_PREFIX, read_contents
 
 
 def _check_target(header, target, overwrite):

@@ -8,7 +8,7 @@ import torch
 
 from .policy import LayerDecision, QuantPolicy
 from .quantized_weight import QuantizedWeight
-from .report import LayerReport, QuantReport
+from .reports.report import LayerReport, QuantReport
 from .scales import quantize_weight
 
 SCALE_SUFFIX = ".weight_scale"

@@ -185,7 +185,7 @@ def test_disk_full_leaves_nothing_and_says_why(pack, models_dir, source, monkeyp
     def disk_full(self, name, tensor):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pack.quant.safetensors_writer.SafetensorsWriter, "write", disk_full)
+    monkeypatch.setattr(pack.quant.files.safetensors_writer.SafetensorsWriter, "write", disk_full)
     with pytest.raises(pack.quant.errors.SD35FP8Error,
                        match="Could not write full.safetensors .*No space left on device.*disk space") as error:
         save(pack, model, "full")
