@@ -73,7 +73,7 @@ def load_mmdit(header, contents, policy, force_weight_only=False):
     model, report, _ = build_fp8_model(read_mmdit(header, contents), len(contents.mmdit_plan), parameters,
                                        contents.mmdit.model_name, source_name, policy, force_weight_only)
     # for the save node (nodes/save.py); clones of the ModelPatcher share `model.model`
-    model.model.sd35_fp8_origin = ModelOrigin(header.files, contents.mmdit.model_name, report)
+    model.model.sd35_fp8_origin = ModelOrigin(header.files, contents.mmdit.model_name, policy, report)
     return model
 
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import SD35FP8Error
+from ...policy import QuantPolicy
 from ...quantized_weight import QuantizedWeight
 from ...reports.report import QuantReport
 from ...scales import FP8_DTYPE
+from ..safetensors_writer import SafetensorsWriter
 
 FORMAT_VERSION = 1
 HIGH_PRECISION_DTYPE = torch.bfloat16
@@ -38,9 +40,10 @@ PYPROJECT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "pyproject
 
 @dataclass(frozen=True)
 class ModelOrigin:
-    """What a loaded MODEL was read from, for the metadata of a file saved from it."""
+    """What a loaded MODEL was read from and how it was quantized, for the file saved from it."""
     files: tuple  # paths
     model_name: str
+    policy: QuantPolicy
     report: QuantReport
 
 
@@ -98,6 +101,25 @@ def file_metadata(model_name, policy, granularity, layers, source_files):
         "sd35_fp8.source": json.dumps([{"file": os.path.basename(path), "sha256": file_sha256(path)}
                                        for path in source_files]),
     }
+
+
+def write_fp8_file(path, *, model_name, policy, layers, source_files, granularity, prefix, overwrite,
+                   mmdit_plan, mmdit_values, other_entries, other_values):
+    """Writes this pack's file (through SafetensorsWriter: complete, or nothing at all), for the save
+    node and the converter alike. mmdit_plan: (name, shape, fp8) per MMDiT tensor; mmdit_values:
+    (name, tensor or QuantizedWeight), consumed while writing; other_entries {key: (dtype, shape)}
+    and other_values (key, tensor): text encoders and VAE, written as they are; prefix:
+    "model.diffusion_model." in a checkpoint; layers and source_files: as file_metadata takes them."""
+    entries = dict(other_entries)
+    for name, shape, fp8 in mmdit_plan:
+        entries.update(tensor_entries(name, shape, fp8, granularity, prefix))
+    metadata = file_metadata(model_name, policy, granularity, layers, source_files)
+    with SafetensorsWriter(path, entries, metadata, overwrite) as writer:
+        for name, value in mmdit_values:
+            for key, tensor in file_tensors(name, value, granularity, prefix):
+                writer.write(key, tensor)
+        for key, tensor in other_values:
+            writer.write(key, tensor)
 
 
 def check_format_version(header):
