@@ -8,12 +8,12 @@ import folder_paths
 from ..quant.errors import SD35FP8Error
 from ..quant.files.formats.comfy_mixed import write_fp8_file
 from ..quant.layouts.sd35_layout import CHECKPOINT_MMDIT_PREFIX
-from ..quant.quantize import SCALE_SUFFIX
 from ..quant.quantized_weight import QuantizedWeight
+from ..quant.scales import GRANULARITIES, PER_CHANNEL, SCALE_SUFFIX, scale_key
 from .loaders import CATEGORY
 
 FOLDERS = ["diffusion_models", "checkpoints"]
-GRANULARITY_INPUT = (["per_channel", "per_tensor"], {"default": "per_channel", "tooltip":
+GRANULARITY_INPUT = (list(GRANULARITIES), {"default": PER_CHANNEL, "tooltip":
                      "per_channel: the loaded FP8 weights bit for bit; only this pack reads the file. "
                      "per_tensor: each per-channel FP8 weight requantized to one scale per tensor (rounded a "
                      "second time: about 1.4x the weight error); stock ComfyUI's Load Diffusion Model and Load "
@@ -46,7 +46,7 @@ def model_tensors(state_dict):
     for name, tensor in state_dict.items():
         if name.endswith(SCALE_SUFFIX):
             continue
-        scale = state_dict.get(name[: -len(".weight")] + SCALE_SUFFIX) if name.endswith(".weight") else None
+        scale = state_dict.get(scale_key(name)) if name.endswith(".weight") else None
         yield name, tensor if scale is None else QuantizedWeight(tensor, scale)
 
 

@@ -9,7 +9,7 @@ import time
 from .convert import convert
 from .errors import SD35FP8Error
 from .policy import DEFAULT_POLICY, POLICIES
-from .scales import GRANULARITIES
+from .scales import GRANULARITIES, PER_CHANNEL
 
 
 def main(argv=None, prog="convert_to_fp8.py"):
@@ -23,7 +23,7 @@ def main(argv=None, prog="convert_to_fp8.py"):
                                        "models/checkpoints when the source has text encoders or a VAE)")
     parser.add_argument("--policy", choices=list(POLICIES), default=DEFAULT_POLICY,
                         help="; ".join(f"{p.name}: {p.description}" for p in POLICIES.values()))
-    parser.add_argument("--granularity", choices=GRANULARITIES, default="per_channel",
+    parser.add_argument("--granularity", choices=GRANULARITIES, default=PER_CHANNEL,
                         help="per_channel: more accurate, read by this pack only; per_tensor: requantized to "
                              "one scale per tensor, stock ComfyUI loads it too")
     parser.add_argument("--overwrite", action="store_true", help="replace the target if it exists (never the source)")

@@ -18,6 +18,7 @@ from .layouts.sd35_layout import CHECKPOINT_MMDIT_PREFIX, read_contents
 from .quantize import decide, quantize_tensor
 from .quantized_weight import QuantizedWeight
 from .reports.report import QuantReport
+from .scales import PER_CHANNEL, PER_TENSOR
 
 
 def _check_target(header, target, overwrite):
@@ -42,7 +43,7 @@ def _check_target(header, target, overwrite):
         raise SD35FP8Error(f"{target} already exists: give another output file, or add --overwrite to replace it.")
 
 
-def convert(source, target, policy, granularity="per_channel", overwrite=False):
+def convert(source, target, policy, granularity=PER_CHANNEL, overwrite=False):
     """Writes `target`; returns the QuantReport. A source with text encoders or a VAE gives a
     checkpoint (models/checkpoints) with them copied as they are; an MMDiT alone gives a
     diffusion model (models/diffusion_models)."""
@@ -62,8 +63,8 @@ def convert(source, target, policy, granularity="per_channel", overwrite=False):
     def mmdit_values():
         nonlocal other_bytes
         for name, source_value in read_mmdit(header, contents, keep_open=False):
-            value, report = quantize_tensor(name, source_value, policy, "per_channel", HIGH_PRECISION_DTYPE)
-            if isinstance(value, QuantizedWeight) and granularity == "per_tensor":
+            value, report = quantize_tensor(name, source_value, policy, PER_CHANNEL, HIGH_PRECISION_DTYPE)
+            if isinstance(value, QuantizedWeight) and granularity == PER_TENSOR:
                 value = value.per_tensor()
                 if report.weight_rel_error:  # None for weights stored in fp8 already
                     # what the file holds: requantized to one scale, as the save node must

@@ -5,6 +5,7 @@ file is reported with the file name and what is wrong, and so shapes are known w
 tensor data.
 """
 import json
+import math
 import os
 import struct
 from contextlib import ExitStack
@@ -79,10 +80,7 @@ def read_header(path) -> SafetensorsHeader:
     for key, entry in header.items():
         try:
             dtype, shape, (start, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-            numel = 1
-            for d in shape:
-                numel *= d
-            expected = numel * DTYPE_BYTES[dtype]
+            expected = math.prod(shape) * DTYPE_BYTES[dtype]
         except (KeyError, TypeError, ValueError):
             raise SD35FP8Error(f"{name} is corrupt: the header entry for {key!r} is malformed. Download it again.") from None
         if end - start != expected:

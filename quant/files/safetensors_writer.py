@@ -12,6 +12,7 @@ on any failure the temporary file is removed and the target is untouched.
 """
 import errno
 import json
+import math
 import os
 import struct
 import uuid
@@ -50,10 +51,7 @@ def temporary_name(name):
 
 
 def _nbytes(dtype, shape):
-    numel = 1
-    for d in shape:
-        numel *= d
-    return numel * torch.empty((), dtype=dtype).element_size()
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
 
 
 def layout(entries, metadata=None):

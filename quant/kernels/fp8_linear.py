@@ -7,20 +7,21 @@ produced the activation); eager CUDA passes the single-pass Triton kernels inste
 import torch
 import torch.nn.functional as F
 
-from ..scales import MIN_SCALE, FP8_DTYPE, FP8_MAX
+from ..scales import absmax_scale, quantize_with_scale
 
 
 def quantize_rows(x2d: torch.Tensor):
     """Returns (x_fp8, row_scale) with row_scale of shape (rows, 1), fp32."""
     x = x2d.float()
-    scale = (x.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp_min(MIN_SCALE)
-    return (x / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
+    scale = absmax_scale(x.abs().amax(dim=1, keepdim=True))
+    return quantize_with_scale(x, scale), scale
 
 
-def quantize_tensor(x2d: torch.Tensor):
+def quantize_tensorwise(x2d: torch.Tensor):
+    """Returns (x_fp8, scale) with one fp32 scale of shape ()."""
     x = x2d.float()
-    scale = (x.abs().amax() / FP8_MAX).clamp_min(MIN_SCALE)
-    return (x / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
+    scale = absmax_scale(x.abs().amax())
+    return quantize_with_scale(x, scale), scale
 
 
 def dequantize(weight_fp8, weight_scale, dtype):
@@ -46,7 +47,7 @@ def fp8_linear_tensorwise(x, weight_fp8, weight_scale, bias):
     """For torch builds without row-wise scaled_mm: per-tensor activation scale; a per-channel
     weight scale is applied to the output."""
     x2d = x.reshape(-1, x.shape[-1])
-    x_fp8, x_scale = quantize_tensor(x2d)
+    x_fp8, x_scale = quantize_tensorwise(x2d)
     one = torch.ones((), device=x.device, dtype=torch.float32)
     out = torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=one, out_dtype=torch.float32)
     out = out * weight_scale.float().reshape(1, -1)

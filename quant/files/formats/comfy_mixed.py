@@ -20,7 +20,7 @@ from ...errors import SD35FP8Error
 from ...policy import QuantPolicy
 from ...quantized_weight import QuantizedWeight
 from ...reports.report import QuantReport
-from ...scales import FP8_DTYPE
+from ...scales import FP8_DTYPE, PER_CHANNEL, PER_TENSOR, scale_key
 from ..safetensors_writer import SafetensorsWriter
 
 FORMAT_VERSION = 1
@@ -30,8 +30,8 @@ LAYER_CONFIG = {"format": "float8_e4m3fn", "full_precision_matrix_mult": True}
 COMFY_QUANT = json.dumps(LAYER_CONFIG).encode("utf-8")
 QUANTIZATION_METADATA = "_quantization_metadata"
 GRANULARITY_NOTES = {
-    "per_channel": "one fp32 scale per output channel: only the SD3.5 FP8 pack reads this file",
-    "per_tensor": "one fp32 scale per tensor, requantized from the per-channel FP8 weights where the model had "
+    PER_CHANNEL: "one fp32 scale per output channel: only the SD3.5 FP8 pack reads this file",
+    PER_TENSOR: "one fp32 scale per tensor, requantized from the per-channel FP8 weights where the model had "
                   "them (rounded twice: about 1.4x the weight error of the per-channel file); stock ComfyUI "
                   "(0.3.75 and newer) loads this file",
 }
@@ -66,10 +66,9 @@ def tensor_entries(name, shape, fp8, granularity, prefix=""):
     name = prefix + name
     if not fp8:
         return {name: (HIGH_PRECISION_DTYPE, tuple(shape))}
-    layer = name[: -len(".weight")]
-    scale_shape = () if granularity == "per_tensor" else (shape[0], 1)
-    return {name: (FP8_DTYPE, tuple(shape)), layer + ".weight_scale": (torch.float32, scale_shape),
-            layer + ".comfy_quant": (torch.uint8, (len(COMFY_QUANT),))}
+    scale_shape = () if granularity == PER_TENSOR else (shape[0], 1)
+    return {name: (FP8_DTYPE, tuple(shape)), scale_key(name): (torch.float32, scale_shape),
+            name[: -len(".weight")] + ".comfy_quant": (torch.uint8, (len(COMFY_QUANT),))}
 
 
 def file_tensors(name, value, granularity, prefix=""):
@@ -78,9 +77,8 @@ def file_tensors(name, value, granularity, prefix=""):
     if not isinstance(value, QuantizedWeight):
         return [(name, value.to(HIGH_PRECISION_DTYPE))]
     value = value.to_granularity(granularity)
-    layer = name[: -len(".weight")]
-    return [(name, value.weight), (layer + ".weight_scale", value.scale),
-            (layer + ".comfy_quant", torch.tensor(list(COMFY_QUANT), dtype=torch.uint8))]
+    return [(name, value.weight), (scale_key(name), value.scale),
+            (name[: -len(".weight")] + ".comfy_quant", torch.tensor(list(COMFY_QUANT), dtype=torch.uint8))]
 
 
 def file_metadata(model_name, policy, granularity, layers, source_files):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ...errors import SD35FP8Error
 from ...quantized_weight import scale_fits
+from ...scales import scale_key
 from ..safetensors_file import read_tensors
 from .quanto import check_quanto_qtypes, logical_name
 
@@ -96,7 +97,7 @@ def _comfy_quant(header, keys, file_name):
     formats, markers = _comfy_quant_formats(header, keys, file_name)
     if not formats:
         return None
-    scales = {layer + ".weight": layer + ".weight_scale" if layer + ".weight_scale" in keys else None
+    scales = {layer + ".weight": scale_key(layer + ".weight") if scale_key(layer + ".weight") in keys else None
               for layer in formats}
     dropped = set(markers) | {layer + suffix for layer in formats for suffix in (".weight_scale", ".input_scale")}
     return scales, dropped & keys, "comfy_quant" if markers else HEADER_KEY

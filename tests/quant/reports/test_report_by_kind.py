@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sd35_fp8.quant.policy import POLICIES
-from sd35_fp8.quant.quantize import SCALE_SUFFIX, quantize_state_dict
+from sd35_fp8.quant.quantize import quantize_state_dict
+from sd35_fp8.quant.scales import SCALE_SUFFIX
 from sd35_fp8.quant.quantized_weight import QuantizedWeight
 from sd35_fp8.quant.reports.report_by_kind import block_grid, report_text, sqnr_db
 from tests.fixtures.tiny_sd3 import mmdit_state_dict
