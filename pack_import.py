@@ -1,5 +1,5 @@
 """Makes this checkout importable as `sd35_fp8`, the package name ComfyUI gives the pack (its
-custom_nodes folder, tests/e2e/comfy_server.py), for code that runs outside ComfyUI: the
+custom_nodes folder, devtools/comfy_server.py), for code that runs outside ComfyUI: the
 converter's script, tests, benchmarks and scripts. The engine then has one identity everywhere,
 `sd35_fp8.quant`; nodes/ imports it relatively, so a pack installed under another folder name
 (ComfyUI-Manager's `sd35-fp8`) still works. Importing this module does it."""

@@ -41,7 +41,7 @@ def peak_rss_gib():
 
 
 def do_write(model, path):
-    from tests.fixtures.real_size import write_random_mmdit
+    from devtools.real_size import write_random_mmdit
     start = time.perf_counter()
     size = write_random_mmdit(path, model)
     print(json.dumps({"bytes": size, "s": round(time.perf_counter() - start, 1)}))
@@ -56,7 +56,7 @@ def do_convert(source, target, granularity):
 
 
 def do_load(path, loader):
-    from tests.comfy_host import import_comfy_in_process
+    from devtools.comfy_host import import_comfy_in_process
     pack = import_comfy_in_process()
     import folder_paths
     import nodes

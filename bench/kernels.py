@@ -16,11 +16,11 @@ import triton.testing
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
+from devtools.numerics import relative_error  # noqa: E402
 from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise, quantize_rows, weight_only_linear  # noqa: E402
-from sd35_fp8.quant.scales import quantize_weight  # noqa: E402
 from sd35_fp8.quant.kernels.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear_op  # noqa: E402
 from sd35_fp8.quant.kernels.triton_kernels import dequantize_triton, quantize_rows_triton  # noqa: E402
-from tests.numerics import relative_error  # noqa: E402
+from sd35_fp8.quant.scales import quantize_weight  # noqa: E402
 
 # (name, rows M, in K, out N): 1024x1024 image with CFG = 2 x 4096 image tokens; the context
 # stream has 2 x 154 tokens; adaLN acts on one conditioning row per image.

@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.comfy_host import REPO
+from devtools.comfy_host import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 REQUIREMENTS = (REPO / "requirements.txt").read_text().split()

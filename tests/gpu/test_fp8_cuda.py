@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tests.numerics import relative_error
+from devtools.numerics import relative_error
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
@@ -45,8 +45,8 @@ def test_fp8_linear_on_large_block_shapes_matches_bf16(m, k, n):
 
 @pytest.fixture(scope="module")
 def tiny_fp8_model():
-    from tests.comfy_host import import_comfy_in_process
-    from tests.fixtures.tiny_sd3 import mmdit_state_dict
+    from devtools.comfy_host import import_comfy_in_process
+    from devtools.tiny_sd3 import mmdit_state_dict
     import_comfy_in_process()
     from sd35_fp8.nodes.model_loading import build_fp8_model
     from sd35_fp8.quant.policy import POLICIES

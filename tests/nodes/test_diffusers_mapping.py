@@ -2,8 +2,9 @@
 against the running ComfyUI's mmdit_to_diffusers and convert_diffusers_mmdit."""
 import pytest
 
+from devtools import tiny_sd3
 from sd35_fp8.quant.files.formats.diffusers_sd3 import _mapping
-from tests.fixtures import quantized_files, tiny_sd3
+from tests.fixtures import quantized_files
 from tests.fixtures.quantized_files import read_model, same_bits
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tests.fixtures.tiny_sd3 import mmdit_state_dict, write_checkpoint, write_diffusion_model
+from devtools.tiny_sd3 import mmdit_state_dict, write_checkpoint, write_diffusion_model
 from tests.nodes.test_loaders import load_checkpoint, load_diffusion_model
 
 

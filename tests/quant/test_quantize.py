@@ -1,9 +1,9 @@
 import torch
 
+from devtools.tiny_sd3 import mmdit_state_dict
 from sd35_fp8.quant.policy import POLICIES
 from sd35_fp8.quant.quantize import quantize_state_dict
 from sd35_fp8.quant.scales import FP8_DTYPE, dequantize_weight
-from tests.fixtures.tiny_sd3 import mmdit_state_dict
 
 
 def test_quantized_state_dict_and_report():

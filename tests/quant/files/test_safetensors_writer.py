@@ -6,8 +6,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from sd35_fp8.quant.files import safetensors_writer
 from sd35_fp8.quant.errors import SD35FP8Error
+from sd35_fp8.quant.files import safetensors_writer
 from sd35_fp8.quant.files.safetensors_writer import SafetensorsWriter
 
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from devtools.numerics import relative_error
 from sd35_fp8.quant.kernels.low_rank import MAX_RANK, lora_beside, low_rank_factors
 from sd35_fp8.quant.scales import dequantize_weight, quantize_weight
-from tests.numerics import relative_error
 
 
 @pytest.mark.parametrize("rank", [1, 16, 32, MAX_RANK])

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
+from devtools.comfy_host import REPO
+from devtools.numerics import relative_error
 from sd35_fp8.quant.kernels.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear_reference, use_small_m_kernel
-from tests.comfy_host import REPO
-from tests.numerics import relative_error
 
 pytest.importorskip("triton", reason="Triton is not installed")
 

@@ -2,11 +2,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from devtools.tiny_sd3 import (mmdit_state_dict, taesd_vae_state_dict, write_diffusion_model,
+                                     write_flux_like, write_sdxl_like)
 from sd35_fp8.quant.errors import SD35FP8Error
 from sd35_fp8.quant.files.safetensors_file import read_header
 from sd35_fp8.quant.layouts.sd35_layout import read_contents
-from tests.fixtures.tiny_sd3 import (mmdit_state_dict, taesd_vae_state_dict, write_diffusion_model,
-                                     write_flux_like, write_sdxl_like)
 
 
 def shapes_only_file(path, state_dict, metadata=None):

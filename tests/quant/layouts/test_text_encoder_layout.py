@@ -1,9 +1,9 @@
 import pytest
 
+from devtools.tiny_text_encoders import NARROW_T5, T5XXL, t5_layout
 from sd35_fp8.quant.errors import SD35FP8Error
 from sd35_fp8.quant.files.safetensors_file import SafetensorsHeader, TensorInfo
 from sd35_fp8.quant.layouts.text_encoder_layout import read_text_encoder
-from tests.fixtures.tiny_text_encoders import NARROW_T5, T5XXL, t5_layout
 
 BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1}
 

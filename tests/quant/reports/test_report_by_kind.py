@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
+from devtools.tiny_sd3 import mmdit_state_dict
 from sd35_fp8.quant.policy import POLICIES
 from sd35_fp8.quant.quantize import quantize_state_dict
-from sd35_fp8.quant.scales import SCALE_SUFFIX
 from sd35_fp8.quant.quantized_weight import QuantizedWeight
 from sd35_fp8.quant.reports.report_by_kind import block_grid, report_text, sqnr_db
-from tests.fixtures.tiny_sd3 import mmdit_state_dict
+from sd35_fp8.quant.scales import SCALE_SUFFIX
 
 ROWS = ["x qkv", "x proj", "x attn2 qkv", "x attn2 proj", "x fc1", "x fc2", "x adaLN",
         "context qkv", "context proj", "context fc1", "context fc2", "context adaLN"]

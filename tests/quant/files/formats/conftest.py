@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests.fixtures.tiny_sd3 import mmdit_state_dict
+from devtools.tiny_sd3 import mmdit_state_dict
 
 
 @pytest.fixture

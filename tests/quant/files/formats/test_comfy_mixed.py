@@ -8,10 +8,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from devtools.comfy_host import REPO
 from sd35_fp8.quant.convert import convert
 from sd35_fp8.quant.errors import SD35FP8Error
 from sd35_fp8.quant.policy import POLICIES
-from tests.comfy_host import REPO
 from tests.fixtures.quantized_files import read_model
 
 

@@ -1,10 +1,10 @@
 """diffusers SD3 transformers: ComfyUI's names and tensors, exactly."""
 import pytest
 
-from sd35_fp8.quant.layouts.sd35_layout import read_contents
+from devtools.tiny_sd3 import mmdit_state_dict
 from sd35_fp8.quant.files.formats.model_files import read_model_header
+from sd35_fp8.quant.layouts.sd35_layout import read_contents
 from tests.fixtures import quantized_files
-from tests.fixtures.tiny_sd3 import mmdit_state_dict
 from tests.fixtures.quantized_files import read_model, same_bits
 
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from devtools.tiny_sd3 import MMDIT_PREFIX as PREFIX
 from sd35_fp8.quant.errors import SD35FP8Error
 from sd35_fp8.quant.quantized_weight import QuantizedWeight
 from tests.fixtures import quantized_files
 from tests.fixtures.quantized_files import read_model, same_bits
-from tests.fixtures.tiny_sd3 import MMDIT_PREFIX as PREFIX
 
 
 def assert_read_as_stored(path, source, scale_suffix=".weight_scale", prefix="", every_linear=False):

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.comfy_host import REPO
+from devtools.comfy_host import REPO
 
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVersionUpdates": False}
 MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae", "loras")
