@@ -8,7 +8,8 @@ import sys
 
 if __name__ == "__main__":
     # The portable Windows build's Python (python_embeded, with a ._pth file) does not put the
-    # script's folder on sys.path: this pack's quant/ must be found from anywhere.
+    # script's folder on sys.path: this pack must be found from anywhere.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from quant.__main__ import main
+    import pack_import  # noqa: F401  (the pack as `sd35_fp8`)
+    from sd35_fp8.quant.__main__ import main
     sys.exit(main(prog=os.path.basename(sys.argv[0])))

@@ -1,6 +1,6 @@
 # Sourced at the start of a command on the lent GPU machine, after bench/device_bundle.sh built
 # .device/ here and the call carried it. Installs the wheels, unpacks ComfyUI 0.3.75 and 0.33.0
-# under /tmp, and writes a host env file for each (tests/comfy_host.py reads SD35FP8_HOST):
+# under /tmp, and writes a host env file for each (devtools/comfy_host.py reads SD35FP8_HOST):
 #   /tmp/host075/env, /tmp/host033/env; SD35FP8_HOST points at 0.3.75 until changed.
 site=/tmp/site
 if [ ! -d $site/comfy_kitchen ]; then

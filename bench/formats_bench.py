@@ -20,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 
 
 def child(*args):
@@ -40,14 +41,14 @@ def peak_rss_gib():
 
 
 def do_write(model, path):
-    from tests.fixtures.real_size import write_random_mmdit
+    from devtools.real_size import write_random_mmdit
     start = time.perf_counter()
     size = write_random_mmdit(path, model)
     print(json.dumps({"bytes": size, "s": round(time.perf_counter() - start, 1)}))
 
 
 def do_convert(source, target, granularity):
-    from quant.__main__ import main
+    from sd35_fp8.quant.__main__ import main
     start = time.perf_counter()
     assert main([source, target, "--granularity", granularity, "--overwrite"]) == 0
     print(json.dumps({"s": round(time.perf_counter() - start, 1), "peak_rss_gib": round(peak_rss_gib(), 2),
@@ -55,7 +56,7 @@ def do_convert(source, target, granularity):
 
 
 def do_load(path, loader):
-    from tests.comfy_host import import_comfy_in_process
+    from devtools.comfy_host import import_comfy_in_process
     pack = import_comfy_in_process()
     import folder_paths
     import nodes

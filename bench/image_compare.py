@@ -28,11 +28,12 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 from bench.sd35_bench import CFG, MODELS, SAMPLER, build, conditioning, random_weights, sample  # noqa: E402
-from quant.compare_picture import comparison_pictures  # noqa: E402
-from quant.image_metrics import compare_images  # noqa: E402
-from tests.comfy_host import import_comfy_in_process  # noqa: E402
-from tests.numerics import relative_error  # noqa: E402
+from devtools.comfy_host import import_comfy_in_process  # noqa: E402
+from devtools.numerics import relative_error  # noqa: E402
+from sd35_fp8.quant.reports.compare_picture import comparison_pictures  # noqa: E402
+from sd35_fp8.quant.reports.image_metrics import compare_images  # noqa: E402
 
 REFERENCE, CANDIDATE = "stock_default", "ours_fp8"
 LABELS = {REFERENCE: "stock default", CANDIDATE: "ours FP8 (fp8_default)"}

@@ -1,7 +1,7 @@
 """Kernel times on the SD3.5 Large linear shapes: bf16 GEMM, FP8 GEMM, and the activation
 quantization that feeds it (Triton single pass, torch eager, torch.compile), to compare the
 quantization cost with the GEMM it feeds; on few rows also the FP8-weight kernel of
-quant/small_m_linear.py, to place the row count up to which it is used.
+quant/kernels/small_m_linear.py, to place the row count up to which it is used.
 
   python bench/kernels.py --out bench/results/kernels.json
 """
@@ -15,11 +15,12 @@ import triton.testing
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from quant.fp8_linear import fp8_linear_rowwise, quantize_rows, weight_only_linear  # noqa: E402
-from quant.scales import quantize_weight  # noqa: E402
-from quant.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear  # noqa: E402
-from quant.triton_kernels import dequantize_triton, quantize_rows_triton  # noqa: E402
-from tests.numerics import relative_error  # noqa: E402
+import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
+from devtools.numerics import relative_error  # noqa: E402
+from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise, quantize_rows, weight_only_linear  # noqa: E402
+from sd35_fp8.quant.kernels.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear_op  # noqa: E402
+from sd35_fp8.quant.kernels.triton_kernels import dequantize_triton, quantize_rows_triton  # noqa: E402
+from sd35_fp8.quant.scales import quantize_weight  # noqa: E402
 
 # (name, rows M, in K, out N): 1024x1024 image with CFG = 2 x 4096 image tokens; the context
 # stream has 2 x 154 tokens; adaLN acts on one conditioning row per image.
@@ -65,6 +66,7 @@ def main():
                "fp8_linear_error": relative_error(out, reference)}
         if m <= SMALL_M_MAX_ROWS:
             # GPU time alone (CUDA graph replay) too: at a few rows eager launch overhead dominates.
+            small_m_linear = small_m_linear_op()
             small = small_m_linear(x, weight_fp8, scale, bias)
             row["small_m_kernel_ms"] = median_ms(lambda: small_m_linear(x, weight_fp8, scale, bias))
             row["small_m_kernel_gpu_ms"] = gpu_ms(lambda: small_m_linear(x, weight_fp8, scale, bias))

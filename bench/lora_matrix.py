@@ -26,11 +26,12 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 from bench.sd35_bench import CFG, SAMPLER, build, conditioning, random_weights  # noqa: E402
-from quant.report import GIB  # noqa: E402
-from tests.comfy_host import import_comfy_in_process  # noqa: E402
-from tests.fixtures.random_lora import random_lora  # noqa: E402
-from tests.numerics import relative_error  # noqa: E402
+from devtools.comfy_host import import_comfy_in_process  # noqa: E402
+from devtools.numerics import relative_error  # noqa: E402
+from devtools.random_lora import random_lora  # noqa: E402
+from sd35_fp8.quant.reports.report import GIB  # noqa: E402
 
 STATES = (("none", ()), ("one LoRA", (("a", 1.0),)), ("two stacked", (("a", 1.0), ("b", 1.0))),
           ("strength changed", (("a", 0.5),)), ("LoRA removed", ()))

@@ -22,10 +22,10 @@ from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.comfy_host import host_env  # noqa: E402
-from tests.e2e.comfy_server import ComfyServer, make_base  # noqa: E402
-from tests.fixtures.random_lora import random_lora  # noqa: E402
-from tests.fixtures.tiny_sd3 import MMDIT_PREFIX, clip_state_dict, mmdit_state_dict, taesd_vae_state_dict  # noqa: E402
+from devtools.comfy_host import host_env  # noqa: E402
+from devtools.comfy_server import ComfyServer, make_base  # noqa: E402
+from devtools.random_lora import random_lora  # noqa: E402
+from devtools.tiny_sd3 import MMDIT_PREFIX, clip_state_dict, mmdit_state_dict, taesd_vae_state_dict  # noqa: E402
 
 CHECKPOINT, LORA = "sd35_medium_shapes_random.safetensors", "random_rank16.safetensors"
 

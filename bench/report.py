@@ -62,7 +62,7 @@ def kernel_table(kernels):
                      f"{r['quant_triton_ms']:.3f} | {r['quant_eager_ms']:.3f} | {r['quant_compiled_ms']:.3f} | "
                      f"{r['quant_over_gemm']:.0%} | {r['fp8_linear_eager_ms']:.3f} | {r['weight_only_ms']:.3f} | {r['fp8_tflops']:.0f} |")
     small = [r for r in kernels["rows"] if "small_m_kernel_ms" in r]
-    lines += ["", "The adaLN rows, FP8-weight kernel (quant/small_m_linear.py, unquantized activations) against the FP8 linear "
+    lines += ["", "The adaLN rows, FP8-weight kernel (quant/kernels/small_m_linear.py, unquantized activations) against the FP8 linear "
               "(quantize + FP8 GEMM); GPU time alone from CUDA-graph replay (triton.testing.do_bench_cudagraph):", "",
               *table_head("shape", "M x K x N", "kernel, eager", "kernel, GPU", "FP8 linear, GPU", "kernel error",
                           "FP8 linear error")]

@@ -20,10 +20,11 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from quant.report import GIB  # noqa: E402
-from tests.comfy_host import import_comfy_in_process  # noqa: E402
-from tests.fixtures.tiny_sd3 import mmdit_state_dict  # noqa: E402
-from tests.numerics import relative_error  # noqa: E402
+import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
+from devtools.comfy_host import import_comfy_in_process  # noqa: E402
+from devtools.numerics import relative_error  # noqa: E402
+from devtools.tiny_sd3 import mmdit_state_dict  # noqa: E402
+from sd35_fp8.quant.reports.report import GIB  # noqa: E402
 
 MODELS = {"large": dict(depth=38, pos_embed_max_size=192, attn2_blocks=set(), name="SD3.5 Large"),
           "medium": dict(depth=24, pos_embed_max_size=384, attn2_blocks=set(range(13)), name="SD3.5 Medium"),

@@ -24,10 +24,11 @@ from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from quant.report import GIB  # noqa: E402
-from tests.fixtures.tiny_sd3 import clip_state_dict  # noqa: E402
-from tests.fixtures.tiny_text_encoders import T5XXL, write_t5  # noqa: E402
-from tests.numerics import relative_error  # noqa: E402
+import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
+from devtools.numerics import relative_error  # noqa: E402
+from devtools.tiny_sd3 import clip_state_dict  # noqa: E402
+from devtools.tiny_text_encoders import T5XXL, write_t5  # noqa: E402
+from sd35_fp8.quant.reports.report import GIB  # noqa: E402
 
 FILES = {"clip_l": "clip_l.safetensors", "clip_g": "clip_g.safetensors", "t5xxl": "t5xxl_fp16.safetensors"}
 SETS = {"full fp16": "full (L+G+T5)", "no T5": "no T5 (L+G)", "T5 FP8": "T5 in FP8"}
@@ -75,7 +76,7 @@ def anonymous_bytes():
 
 def measure_set(set_name, folder, cond_path):
     """Runs in a child process: one set, built by the preset node as a user's prompt would."""
-    from tests.comfy_host import import_comfy_in_process
+    from devtools.comfy_host import import_comfy_in_process
     pack = import_comfy_in_process()
     import comfy.model_management
     import comfyui_version

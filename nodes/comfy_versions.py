@@ -2,7 +2,7 @@
 Each branch names the version it serves; nodes/ops.py uses this module and nothing else that
 depends on the version.
 
-A LoRA on an FP8Linear stays beside the FP8 weight as a low-rank side path (quant/low_rank.py).
+A LoRA on an FP8Linear stays beside the FP8 weight as a low-rank side path (quant/kernels/low_rank.py).
 It reaches the layer one of two ways:
 - merged before sampling (full VRAM, every version): ModelPatcher calls the layer's
   convert_weight / set_weight, and set_weight puts the side path on a new weight Parameter;
@@ -19,7 +19,7 @@ import comfy.model_patcher
 import comfy.utils
 from comfy.ops import cast_bias_weight
 
-from ..quant.low_rank import lora_beside
+from ..quant.kernels.low_rank import lora_beside
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

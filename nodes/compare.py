@@ -1,8 +1,8 @@
 """Compare Images: two images side by side with their amplified difference, PSNR and SSIM."""
 import torch
 
-from ..quant.compare_picture import comparison_pictures
-from ..quant.image_metrics import compare_images
+from ..quant.reports.compare_picture import comparison_pictures
+from ..quant.reports.image_metrics import compare_images
 from .report import CATEGORY
 
 

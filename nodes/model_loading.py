@@ -11,14 +11,14 @@ import comfy.supported_models
 import comfy.utils
 import folder_paths
 
-from ..quant.compute_path import choose_compute_path
+from ..quant.kernels.compute_path import choose_compute_path
 from ..quant.errors import SD35FP8Error
-from ..quant.formats.comfy_mixed import ModelOrigin
-from ..quant.formats.mmdit_reader import read_mmdit
-from ..quant.formats.model_files import read_model_header
+from ..quant.files.formats.comfy_mixed import ModelOrigin
+from ..quant.files.formats.mmdit_reader import read_mmdit
+from ..quant.files.formats.model_files import read_model_header
 from ..quant.quantize import quantize_state_dict
-from ..quant.safetensors_file import read_tensors
-from ..quant.sd35_layout import VAE_PREFIX, read_contents
+from ..quant.files.safetensors_file import read_tensors
+from ..quant.layouts.sd35_layout import VAE_PREFIX, read_contents
 from .ops import make_fp8_ops
 
 
@@ -73,7 +73,7 @@ def load_mmdit(header, contents, policy, force_weight_only=False):
     model, report, _ = build_fp8_model(read_mmdit(header, contents), len(contents.mmdit_plan), parameters,
                                        contents.mmdit.model_name, source_name, policy, force_weight_only)
     # for the save node (nodes/save.py); clones of the ModelPatcher share `model.model`
-    model.model.sd35_fp8_origin = ModelOrigin(header.files, contents.mmdit.model_name, report)
+    model.model.sd35_fp8_origin = ModelOrigin(header.files, contents.mmdit.model_name, policy, report)
     return model
 
 

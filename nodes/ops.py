@@ -14,9 +14,9 @@ import comfy.float
 import comfy.ops
 from comfy.ops import uncast_bias_weight
 
-from ..quant.compute_path import ComputePath
-from ..quant.linear_dispatch import linear_for
-from ..quant.low_rank import lora_beside
+from ..quant.kernels.compute_path import ComputePath
+from ..quant.kernels.linear_dispatch import linear_for
+from ..quant.kernels.low_rank import lora_beside
 from .comfy_versions import cast_stored_weight, keep_stored_dtype, lora_side_path
 
 

@@ -2,8 +2,8 @@
 import torch
 
 from ..quant.errors import SD35FP8Error
-from ..quant.report_by_kind import report_text
-from ..quant.report_chart import report_chart
+from ..quant.reports.report_by_kind import report_text
+from ..quant.reports.report_chart import report_chart
 
 CATEGORY = "utils/SD3.5 FP8"
 

@@ -6,16 +6,14 @@ import comfy.model_management
 import folder_paths
 
 from ..quant.errors import SD35FP8Error
-from ..quant.formats.comfy_mixed import file_metadata, file_tensors, tensor_entries
-from ..quant.policy import POLICIES
-from ..quant.quantize import SCALE_SUFFIX
+from ..quant.files.formats.comfy_mixed import write_fp8_file
+from ..quant.layouts.sd35_layout import CHECKPOINT_MMDIT_PREFIX
 from ..quant.quantized_weight import QuantizedWeight
-from ..quant.safetensors_writer import SafetensorsWriter
-from ..quant.sd35_layout import CHECKPOINT_MMDIT_PREFIX
+from ..quant.scales import GRANULARITIES, PER_CHANNEL, SCALE_SUFFIX, scale_key
 from .loaders import CATEGORY
 
 FOLDERS = ["diffusion_models", "checkpoints"]
-GRANULARITY_INPUT = (["per_channel", "per_tensor"], {"default": "per_channel", "tooltip":
+GRANULARITY_INPUT = (list(GRANULARITIES), {"default": PER_CHANNEL, "tooltip":
                      "per_channel: the loaded FP8 weights bit for bit; only this pack reads the file. "
                      "per_tensor: each per-channel FP8 weight requantized to one scale per tensor (rounded a "
                      "second time: about 1.4x the weight error); stock ComfyUI's Load Diffusion Model and Load "
@@ -48,7 +46,7 @@ def model_tensors(state_dict):
     for name, tensor in state_dict.items():
         if name.endswith(SCALE_SUFFIX):
             continue
-        scale = state_dict.get(name[: -len(".weight")] + SCALE_SUFFIX) if name.endswith(".weight") else None
+        scale = state_dict.get(scale_key(name)) if name.endswith(".weight") else None
         yield name, tensor if scale is None else QuantizedWeight(tensor, scale)
 
 
@@ -105,22 +103,17 @@ class SD35FP8SaveCheckpoint:
             others.update(model.model.model_config.process_clip_state_dict_for_saving(clip.get_sd()))
         if vae is not None:
             others.update(model.model.model_config.process_vae_state_dict_for_saving(vae.get_sd()))
-        prefix = CHECKPOINT_MMDIT_PREFIX if folder == "checkpoints" else ""
-
-        entries = {key: (tensor.dtype, tuple(tensor.shape)) for key, tensor in others.items()}
-        for key, value in mmdit.items():
-            is_fp8 = isinstance(value, QuantizedWeight)
-            entries.update(tensor_entries(key, (value.weight if is_fp8 else value).shape, is_fp8, granularity, prefix))
-        layers = [(layer.name, layer.quantized, layer.reason) for layer in origin.report.layers]
-        metadata = file_metadata(origin.model_name, POLICIES[origin.report.policy], granularity, layers, origin.files)
-        with SafetensorsWriter(path, entries, metadata, overwrite) as writer:
-            for key, value in mmdit.items():
-                for file_key, tensor in file_tensors(key, value, granularity, prefix):
-                    writer.write(file_key, tensor)
-            for key, tensor in others.items():
-                writer.write(key, tensor)
+        plan = [(key, (value.weight if isinstance(value, QuantizedWeight) else value).shape,
+                 isinstance(value, QuantizedWeight)) for key, value in mmdit.items()]
+        write_fp8_file(path, model_name=origin.model_name, policy=origin.policy,
+                       layers=[(layer.name, layer.quantized, layer.reason) for layer in origin.report.layers],
+                       source_files=origin.files, granularity=granularity,
+                       prefix=CHECKPOINT_MMDIT_PREFIX if folder == "checkpoints" else "", overwrite=overwrite,
+                       mmdit_plan=plan, mmdit_values=mmdit.items(),
+                       other_entries={key: (tensor.dtype, tuple(tensor.shape)) for key, tensor in others.items()},
+                       other_values=others.items())
         logging.info("[sd35_fp8] saved %s (%s, %s scales, policy %s): %.2f GiB", path, origin.model_name,
-                     granularity, origin.report.policy, os.path.getsize(path) / 1024 ** 3)
+                     granularity, origin.policy.name, os.path.getsize(path) / 1024 ** 3)
         return {"ui": {"text": [f"{folder}/{name}"]}}
 
 

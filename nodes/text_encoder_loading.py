@@ -13,12 +13,12 @@ import comfy.model_management
 import comfy.sd
 import folder_paths
 
-from ..quant.compute_path import TEXT_ENCODER_COMPUTE
+from ..quant.kernels.compute_path import TEXT_ENCODER_COMPUTE
 from ..quant.quantize import quantize_state_dict
-from ..quant.report import GIB
-from ..quant.safetensors_file import SafetensorsHeader, read_header, read_tensors
-from ..quant.sd35_layout import TEXT_ENCODER_PREFIXES
-from ..quant.text_encoder_layout import ENCODER_NAMES, TextEncoderFile, read_text_encoder
+from ..quant.reports.report import GIB
+from ..quant.files.safetensors_file import SafetensorsHeader, read_header, read_tensors
+from ..quant.layouts.sd35_layout import TEXT_ENCODER_PREFIXES
+from ..quant.layouts.text_encoder_layout import ENCODER_NAMES, TextEncoderFile, read_text_encoder
 from ..quant.text_encoder_policy import T5_FP8
 from .missing_part import MissingPart
 from .model_loading import resolve_model_file

@@ -4,7 +4,7 @@ CLIPTextEncode and CLIPTextEncodeSD3 nodes."""
 import folder_paths
 
 from ..quant.errors import SD35FP8Error
-from ..quant.text_encoder_layout import ENCODER_NAMES, NEEDED_FILES
+from ..quant.layouts.text_encoder_layout import ENCODER_NAMES, NEEDED_FILES
 from .loaders import CATEGORY
 from .text_encoder_loading import T5_PRECISIONS, build_sd3_clip, file_source
 

@@ -1,6 +1,6 @@
 """The converter's command line. Users run it as `python <pack>/convert_to_fp8.py IN OUT` from any
-working directory (that script finds this package); `python -m quant IN OUT` works from the pack's
-folder. Needs torch and safetensors only."""
+working directory (that script imports the pack as `sd35_fp8`, pack_import.py). Needs torch and
+safetensors only."""
 import argparse
 import os
 import sys
@@ -9,10 +9,10 @@ import time
 from .convert import convert
 from .errors import SD35FP8Error
 from .policy import DEFAULT_POLICY, POLICIES
-from .scales import GRANULARITIES
+from .scales import GRANULARITIES, PER_CHANNEL
 
 
-def main(argv=None, prog="python -m quant"):
+def main(argv=None, prog="convert_to_fp8.py"):
     parser = argparse.ArgumentParser(
         prog=prog, description="Quantizes an SD3.5 model once into an FP8 .safetensors file (ComfyUI's "
         "mixed-precision layout), without ComfyUI, from any SD3.5 file this pack reads: bf16/fp16/fp32, ComfyUI "
@@ -23,7 +23,7 @@ def main(argv=None, prog="python -m quant"):
                                        "models/checkpoints when the source has text encoders or a VAE)")
     parser.add_argument("--policy", choices=list(POLICIES), default=DEFAULT_POLICY,
                         help="; ".join(f"{p.name}: {p.description}" for p in POLICIES.values()))
-    parser.add_argument("--granularity", choices=GRANULARITIES, default="per_channel",
+    parser.add_argument("--granularity", choices=GRANULARITIES, default=PER_CHANNEL,
                         help="per_channel: more accurate, read by this pack only; per_tensor: requantized to "
                              "one scale per tensor, stock ComfyUI loads it too")
     parser.add_argument("--overwrite", action="store_true", help="replace the target if it exists (never the source)")

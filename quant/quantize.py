@@ -8,10 +8,9 @@ import torch
 
 from .policy import LayerDecision, QuantPolicy
 from .quantized_weight import QuantizedWeight
-from .report import LayerReport, QuantReport
-from .scales import quantize_weight
+from .reports.report import LayerReport, QuantReport
+from .scales import PER_CHANNEL, quantize_weight, scale_key
 
-SCALE_SUFFIX = ".weight_scale"
 STORED_REASON = "fp8 as stored in the file"
 
 
@@ -28,7 +27,7 @@ def decide(name, ndim, policy: QuantPolicy, stored_fp8=False):
     return decision
 
 
-def quantize_tensor(name, tensor, policy: QuantPolicy, granularity="per_channel", compute_dtype=torch.bfloat16,
+def quantize_tensor(name, tensor, policy: QuantPolicy, granularity=PER_CHANNEL, compute_dtype=torch.bfloat16,
                     device="cpu"):
     """Returns (value, LayerReport or None): value is a QuantizedWeight for the layers the policy
     stores in FP8, otherwise a tensor in `compute_dtype` (non-floating tensors unchanged)."""
@@ -57,7 +56,7 @@ def quantize_tensor(name, tensor, policy: QuantPolicy, granularity="per_channel"
     return value, LayerReport(decision.name, False, decision.reason, shape, kept_bytes, kept_bytes, 0.0)
 
 
-def quantize_state_dict(named_tensors, policy: QuantPolicy, granularity="per_channel",
+def quantize_state_dict(named_tensors, policy: QuantPolicy, granularity=PER_CHANNEL,
                         compute_dtype=torch.bfloat16, device="cpu", on_tensor=None):
     """named_tensors: iterable of (module-relative name, tensor or QuantizedWeight), consumed one
     at a time.
@@ -71,7 +70,7 @@ def quantize_state_dict(named_tensors, policy: QuantPolicy, granularity="per_cha
         value, layer = quantize_tensor(name, tensor, policy, granularity, compute_dtype, device)
         if isinstance(value, QuantizedWeight):
             state_dict[name] = value.weight
-            state_dict[name[: -len(".weight")] + SCALE_SUFFIX] = value.scale
+            state_dict[scale_key(name)] = value.scale
             granularities.add(value.granularity)
         else:
             state_dict[name] = value

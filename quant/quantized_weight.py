@@ -3,18 +3,17 @@
 `weight` is float8_e4m3fn, `scale` fp32 of shape () (per tensor) or (out, 1, ...) (per output
 channel, one trailing 1 per weight dimension after the first); the weight is `weight * scale`.
 """
+import math
 from dataclasses import dataclass
 
 import torch
 
-from .scales import dequantize_weight, quantize_weight
+from .scales import PER_CHANNEL, PER_TENSOR, dequantize_weight, quantize_weight
 
 
 def scale_fits(weight_shape, scale_shape) -> bool:
     """Whether a stored scale is per tensor (one value) or one per output channel of the weight."""
-    numel = 1
-    for d in scale_shape:
-        numel *= d
+    numel = math.prod(scale_shape)
     return numel == 1 or (len(weight_shape) > 0 and numel == weight_shape[0] and scale_shape[0] == weight_shape[0])
 
 
@@ -33,7 +32,7 @@ class QuantizedWeight:
 
     @property
     def granularity(self):
-        return "per_tensor" if self.scale.ndim == 0 else "per_channel"
+        return PER_TENSOR if self.scale.ndim == 0 else PER_CHANNEL
 
     def dequantize(self, dtype):
         return dequantize_weight(self.weight, self.scale, dtype)
@@ -49,10 +48,10 @@ class QuantizedWeight:
         this rounds a second time, which is why per-channel files are the more accurate."""
         if self.scale.ndim == 0:
             return self
-        return QuantizedWeight(*quantize_weight(self.dequantize(torch.float32), "per_tensor"))
+        return QuantizedWeight(*quantize_weight(self.dequantize(torch.float32), PER_TENSOR))
 
     def to_granularity(self, granularity):
-        return self.per_tensor() if granularity == "per_tensor" else self.per_channel()
+        return self.per_tensor() if granularity == PER_TENSOR else self.per_channel()
 
     def relative_error(self, reference):
         """||dequantized - reference|| / ||reference||, computed where the weight is."""

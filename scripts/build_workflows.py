@@ -22,8 +22,8 @@ from playwright.sync_api import sync_playwright
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.comfy_host import host_env  # noqa: E402
-from tests.e2e.comfy_server import ComfyServer, make_base  # noqa: E402
+from devtools.comfy_host import host_env  # noqa: E402
+from devtools.comfy_server import ComfyServer, make_base  # noqa: E402
 
 WORKFLOWS_DIR = REPO / "workflows"
 THUMBNAIL_WIDTH = 640

@@ -22,9 +22,9 @@ from safetensors.torch import save_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.comfy_host import host_env  # noqa: E402
-from tests.e2e.comfy_server import ComfyServer, execution_error, make_base, ui_to_api  # noqa: E402
-from tests.fixtures import tiny_sd3  # noqa: E402
+from devtools import tiny_sd3  # noqa: E402
+from devtools.comfy_host import host_env  # noqa: E402
+from devtools.comfy_server import ComfyServer, execution_error, make_base, ui_to_api  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "sd35_large_fp8_8gb_no_t5.json"
 OUT = REPO / "out"

@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.comfy_host import host_env
-from tests.e2e.comfy_server import ComfyServer, make_base
-from tests.fixtures import tiny_sd3
+from devtools import tiny_sd3
+from devtools.comfy_host import host_env
+from devtools.comfy_server import ComfyServer, make_base
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.comfy_host import REPO
+from devtools.comfy_host import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 REQUIREMENTS = (REPO / "requirements.txt").read_text().split()
@@ -59,4 +59,4 @@ def optimum_imports(path):
 def test_optimum_quanto_is_imported_only_when_a_quanto_file_is_read():
     pack_code = [REPO / "__init__.py", *sorted((REPO / "quant").rglob("*.py")), *sorted((REPO / "nodes").rglob("*.py"))]
     importers = {str(path.relative_to(REPO)): optimum_imports(path) for path in pack_code}
-    assert {name: found for name, found in importers.items() if found} == {"quant/formats/quanto.py": [True]}
+    assert {name: found for name, found in importers.items() if found} == {"quant/files/formats/quanto.py": [True]}

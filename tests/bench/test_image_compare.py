@@ -8,7 +8,7 @@ import sys
 from PIL import Image
 
 from bench.report import image_compare_table
-from tests.comfy_host import REPO
+from devtools.comfy_host import REPO
 
 
 def test_tiny_run_writes_results_pictures_and_the_table(tmp_path):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy_host import REPO, host_env
-from tests.e2e.comfy_server import ComfyServer
+from devtools.comfy_host import REPO, host_env
+from devtools.comfy_server import ComfyServer
 
 pytestmark = pytest.mark.e2e
 

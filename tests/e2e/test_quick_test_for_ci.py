@@ -4,8 +4,8 @@ import subprocess
 
 import pytest
 
-from tests.comfy_host import host_env
-from tests.e2e.comfy_server import make_base
+from devtools.comfy_host import host_env
+from devtools.comfy_server import make_base
 
 pytestmark = pytest.mark.e2e
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.e2e.comfy_server import execution_error
+from devtools import tiny_sd3
+from devtools.comfy_server import execution_error
 from tests.e2e.t2i import assert_image, checkpoint_prompt, separate_files_prompt, stock_clip_prompt
-from tests.fixtures import tiny_sd3
 
 pytestmark = pytest.mark.e2e
 

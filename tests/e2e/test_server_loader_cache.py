@@ -3,9 +3,9 @@ depend on which of its outputs a prompt connects. The README's own flow on a rea
 FP8 model first (only MODEL connected), then text to image with the same loader settings."""
 import pytest
 
-from tests.e2e.comfy_server import execution_error
+from devtools import tiny_sd3
+from devtools.comfy_server import execution_error
 from tests.e2e.t2i import assert_image, checkpoint_prompt, node
-from tests.fixtures import tiny_sd3
 
 pytestmark = pytest.mark.e2e
 

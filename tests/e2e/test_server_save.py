@@ -2,7 +2,7 @@
 second prompt through stock ComfyUI's own UNETLoader (and through ours)."""
 import pytest
 
-from tests.e2e.comfy_server import execution_error
+from devtools.comfy_server import execution_error
 from tests.e2e.t2i import assert_image, node, separate_files_prompt, t2i_prompt
 
 pytestmark = pytest.mark.e2e

@@ -1,7 +1,7 @@
 """Text to image through a real ComfyUI server with our loaders, as a user's prompt would run."""
 import pytest
 
-from tests.e2e.comfy_server import execution_error
+from devtools.comfy_server import execution_error
 from tests.e2e.t2i import POLICIES, assert_image, checkpoint_prompt, separate_files_prompt
 
 pytestmark = pytest.mark.e2e

@@ -5,10 +5,10 @@ import re
 import pytest
 from safetensors.torch import save_file
 
-from tests.e2e.comfy_server import execution_error
+from devtools import tiny_sd3
+from devtools.comfy_server import execution_error
+from devtools.tiny_text_encoders import write_t5
 from tests.e2e.t2i import assert_image, node, t2i_prompt
-from tests.fixtures import tiny_sd3
-from tests.fixtures.tiny_text_encoders import write_t5
 
 pytestmark = pytest.mark.e2e
 

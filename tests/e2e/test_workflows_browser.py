@@ -16,18 +16,18 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 from safetensors import safe_open
 
-from tests.comfy_host import REPO
-from tests.e2e.comfy_server import FRONTEND_ONLY_NODES, execution_error, ui_to_api
+from devtools import tiny_sd3
+from devtools.comfy_host import REPO
+from devtools.comfy_server import FRONTEND_ONLY_NODES, execution_error, ui_to_api
+from devtools.tiny_text_encoders import write_t5
 from tests.e2e.t2i import assert_image
-from tests.fixtures import tiny_sd3
 from tests.fixtures.tiny_lora import write_sd35_lora
-from tests.fixtures.tiny_text_encoders import write_t5
 
 pytestmark = pytest.mark.e2e
 
 WORKFLOWS_DIR = REPO / "workflows"
 WORKFLOWS = sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json"))
-TEMPLATE_CATEGORY = "sd35_fp8"  # the pack's folder name in custom_nodes (tests/e2e/comfy_server.py)
+TEMPLATE_CATEGORY = "sd35_fp8"  # the pack's folder name in custom_nodes (devtools/comfy_server.py)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 APP_READY = "!!(window.app && app.graph && app.canvas && window.LiteGraph?.registered_node_types['KSampler'])"
@@ -49,7 +49,7 @@ T5 = "text_encoders/t5xxl_fp16.safetensors"
 LORA = "loras/sd35_large_lora.safetensors"
 INPUT_IMAGE = "example.png"
 # The official SD3.5 single files hold the MMDiT and the VAE, no text encoders. The T5 is the tests'
-# narrow one (tests/fixtures/tiny_text_encoders.py): with CLIP-L and CLIP-G beside it, ComfyUI 0.3.75
+# narrow one (devtools/tiny_text_encoders.py): with CLIP-L and CLIP-G beside it, ComfyUI 0.3.75
 # and 0.33 both take it for a T5-XXL.
 MODEL_WRITERS = {
     LARGE: lambda path: tiny_sd3.write_checkpoint(path, clip_l=False),

@@ -10,10 +10,10 @@ import sys
 
 import torch
 
-from tests.comfy_host import import_comfy_in_process
-from tests.fixtures.random_lora import random_lora
-from tests.fixtures.tiny_sd3 import mmdit_state_dict
-from tests.numerics import relative_error
+from devtools.comfy_host import import_comfy_in_process
+from devtools.numerics import relative_error
+from devtools.random_lora import random_lora
+from devtools.tiny_sd3 import mmdit_state_dict
 
 
 def sample(model, positive, negative, seed):

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from tests.comfy_host import REPO
+from devtools.comfy_host import REPO
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="DynamicVRAM needs a CUDA GPU; CI has none")
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tests.numerics import relative_error
+from devtools.numerics import relative_error
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
@@ -14,8 +14,8 @@ FP8_MATMUL_BOUND = 0.06
 
 @pytest.mark.parametrize("rows,cols", [(8192, 2432), (8192, 9728), (308, 1536), (2, 14592), (7, 100)])
 def test_triton_row_quantization_matches_reference(rows, cols):
-    from quant.fp8_linear import quantize_rows
-    from quant.triton_kernels import quantize_rows_triton
+    from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
+    from sd35_fp8.quant.kernels.triton_kernels import quantize_rows_triton
     x = torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16) * torch.logspace(-3, 3, rows, device="cuda")[:, None]
     x[0] = 0
     x[-1, 3] = 1e4
@@ -32,9 +32,9 @@ def test_triton_row_quantization_matches_reference(rows, cols):
 
 @pytest.mark.parametrize("m,k,n", LARGE_SHAPES)
 def test_fp8_linear_on_large_block_shapes_matches_bf16(m, k, n):
-    from quant.fp8_linear import fp8_linear_rowwise
-    from quant.scales import quantize_weight
-    from quant.triton_kernels import quantize_rows_triton
+    from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise
+    from sd35_fp8.quant.scales import quantize_weight
+    from sd35_fp8.quant.kernels.triton_kernels import quantize_rows_triton
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     weight = torch.randn(n, k, device="cuda") * k ** -0.5
     bias = torch.randn(n, device="cuda", dtype=torch.bfloat16) * 0.1
@@ -45,8 +45,8 @@ def test_fp8_linear_on_large_block_shapes_matches_bf16(m, k, n):
 
 @pytest.fixture(scope="module")
 def tiny_fp8_model():
-    from tests.comfy_host import import_comfy_in_process
-    from tests.fixtures.tiny_sd3 import mmdit_state_dict
+    from devtools.comfy_host import import_comfy_in_process
+    from devtools.tiny_sd3 import mmdit_state_dict
     import_comfy_in_process()
     from sd35_fp8.nodes.model_loading import build_fp8_model
     from sd35_fp8.quant.policy import POLICIES
@@ -94,8 +94,8 @@ def test_joint_block_compiles_without_graph_breaks_or_recompiles(tiny_fp8_model)
 
 @pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
 def test_triton_dequantize_matches_reference(granularity):
-    from quant.scales import dequantize_weight, quantize_weight
-    from quant.triton_kernels import dequantize_triton
+    from sd35_fp8.quant.scales import dequantize_weight, quantize_weight
+    from sd35_fp8.quant.kernels.triton_kernels import dequantize_triton
     weight_fp8, scale = quantize_weight(torch.randn(2432, 9728 + 5, device="cuda"), granularity)
     out = dequantize_triton(weight_fp8, scale, torch.bfloat16)
     torch.testing.assert_close(out, dequantize_weight(weight_fp8, scale, torch.bfloat16), rtol=0, atol=0)
@@ -104,8 +104,9 @@ def test_triton_dequantize_matches_reference(granularity):
 @pytest.mark.parametrize("m,k,n", [(2, 2432, 14592), (1, 2432, 14592), (16, 1536, 9216), (3, 100, 37)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_small_m_kernel_matches_dequantized_reference(m, k, n, dtype):
-    from quant.scales import quantize_weight
-    from quant.small_m_linear import small_m_linear, small_m_linear_reference
+    from sd35_fp8.quant.scales import quantize_weight
+    from sd35_fp8.quant.kernels.small_m_linear import small_m_linear_op, small_m_linear_reference
+    small_m_linear = small_m_linear_op()
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     x[-1] = 0 if m > 1 else x[-1]
     weight_fp8, scale = quantize_weight(torch.randn(n, k, device="cuda") * k ** -0.5)

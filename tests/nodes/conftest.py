@@ -1,6 +1,6 @@
 import pytest
 
-from tests.comfy_host import import_comfy_in_process
+from devtools.comfy_host import import_comfy_in_process
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tests.quant.test_image_metrics import skimage_reference, smooth_images
+from tests.quant.reports.test_image_metrics import skimage_reference, smooth_images
 
 TOLERANCE = 1e-4
 

@@ -1,9 +1,10 @@
-"""quant/formats/diffusers_sd3.py is ComfyUI's own diffusers mapping, kept as data: checked here
+"""quant/files/formats/diffusers_sd3.py is ComfyUI's own diffusers mapping, kept as data: checked here
 against the running ComfyUI's mmdit_to_diffusers and convert_diffusers_mmdit."""
 import pytest
 
-from quant.formats.diffusers_sd3 import _mapping
-from tests.fixtures import quantized_files, tiny_sd3
+from devtools import tiny_sd3
+from sd35_fp8.quant.files.formats.diffusers_sd3 import _mapping
+from tests.fixtures import quantized_files
 from tests.fixtures.quantized_files import read_model, same_bits
 
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from quant.quantized_weight import QuantizedWeight
-from quant.scales import quantize_weight
-from tests.fixtures import quantized_files, tiny_sd3
-from tests.nodes.test_loaders import OUTPUT_ERROR_BOUND, load_diffusion_model, mmdit_output, random_inputs
-from tests.numerics import relative_error
+from devtools import tiny_sd3
+from devtools.numerics import relative_error
+from sd35_fp8.quant.quantized_weight import QuantizedWeight
+from sd35_fp8.quant.scales import quantize_weight
+from tests.fixtures import quantized_files
 from tests.fixtures.quantized_files import read_model, same_bits
+from tests.nodes.test_loaders import OUTPUT_ERROR_BOUND, load_diffusion_model, mmdit_output, random_inputs
 
 PREFIX = tiny_sd3.MMDIT_PREFIX
 # Files that hold every linear in FP8 (legacy scaled_fp8, quanto: the embedders and the final

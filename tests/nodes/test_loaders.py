@@ -3,8 +3,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.fixtures.tiny_sd3 import mmdit_state_dict, write_checkpoint, write_diffusion_model
-from tests.numerics import relative_error
+from devtools.numerics import relative_error
+from devtools.tiny_sd3 import mmdit_state_dict, write_checkpoint, write_diffusion_model
 
 # Output of the whole tiny MMDiT with fp8 linears vs the unquantized model, on random inputs.
 # Per-channel fp8 weights carry about 2.5% error each; through two joint blocks the output

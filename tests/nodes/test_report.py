@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tests.fixtures.tiny_sd3 import mmdit_state_dict, write_checkpoint, write_diffusion_model
+from devtools.tiny_sd3 import mmdit_state_dict, write_checkpoint, write_diffusion_model
 from tests.nodes.test_loaders import load_checkpoint, load_diffusion_model
 
 
@@ -22,9 +22,9 @@ def test_chart_and_summary_come_from_the_loaders_report(pack, checkpoint):
     chart, summary = run_report(pack, model)
     origin = model.model.sd35_fp8_origin
     assert chart.dtype == torch.float32 and chart.ndim == 4 and chart.shape[0] == 1 and chart.shape[3] == 3
-    expected = pack.quant.report_chart.report_chart(origin.report, origin.model_name)
+    expected = pack.quant.reports.report_chart.report_chart(origin.report, origin.model_name)
     assert torch.equal((chart[0] * 255).round().to(torch.uint8), torch.from_numpy(expected))
-    assert summary == pack.quant.report_by_kind.report_text(origin.report, origin.model_name)
+    assert summary == pack.quant.reports.report_by_kind.report_text(origin.report, origin.model_name)
     assert "17 linears in FP8, 7 kept high precision" in summary and "  x fc1: 2 in FP8" in summary
 
 

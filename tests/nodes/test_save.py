@@ -7,13 +7,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from quant.convert import convert
-from quant.policy import POLICIES
-from quant.quantized_weight import QuantizedWeight
-from tests.fixtures import quantized_files, tiny_sd3
+from devtools import tiny_sd3
+from devtools.numerics import relative_error
+from sd35_fp8.quant.convert import convert
+from sd35_fp8.quant.policy import POLICIES
+from sd35_fp8.quant.quantized_weight import QuantizedWeight
+from tests.fixtures import quantized_files
 from tests.fixtures.quantized_files import same_bits
 from tests.nodes.test_loaders import load_checkpoint, load_diffusion_model, mmdit_output, random_inputs
-from tests.numerics import relative_error
 
 # Stock ComfyUI on the CPU dequantizes each weight exactly as our weight-only path does: only the
 # order of fp32 operations may differ (measured 0 on 0.3.75, 3e-7 on 0.33).
@@ -185,7 +186,7 @@ def test_disk_full_leaves_nothing_and_says_why(pack, models_dir, source, monkeyp
     def disk_full(self, name, tensor):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pack.quant.safetensors_writer.SafetensorsWriter, "write", disk_full)
+    monkeypatch.setattr(pack.quant.files.safetensors_writer.SafetensorsWriter, "write", disk_full)
     with pytest.raises(pack.quant.errors.SD35FP8Error,
                        match="Could not write full.safetensors .*No space left on device.*disk space") as error:
         save(pack, model, "full")

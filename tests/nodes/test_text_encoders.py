@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.fixtures import tiny_sd3
-from tests.fixtures.tiny_text_encoders import NARROW_T5, scaled_fp8, t5_state_dict
-from tests.numerics import relative_error
+from devtools import tiny_sd3
+from devtools.numerics import relative_error
+from devtools.tiny_text_encoders import NARROW_T5, scaled_fp8, t5_state_dict
 
 # T5 output (after its final norm) with FP8 linears vs the same weights in fp32, on random token
 # ids. Each block's fp8 weights (about 2.6% error each) add about 2.6% to the output, and the 24

@@ -7,14 +7,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from quant.convert import convert
-from quant.errors import SD35FP8Error
-from quant.policy import POLICIES
-from quant.quantized_weight import QuantizedWeight
-from quant.scales import quantize_weight
-from tests.comfy_host import REPO
-from tests.fixtures import tiny_sd3
-from tests.fixtures.real_size import write_random_mmdit
+from devtools import tiny_sd3
+from devtools.comfy_host import REPO
+from devtools.real_size import write_random_mmdit
+from sd35_fp8.quant.convert import convert
+from sd35_fp8.quant.errors import SD35FP8Error
+from sd35_fp8.quant.policy import POLICIES
+from sd35_fp8.quant.quantized_weight import QuantizedWeight
+from sd35_fp8.quant.scales import quantize_weight
 from tests.fixtures.quantized_files import read_model, same_bits
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

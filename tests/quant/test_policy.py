@@ -1,6 +1,6 @@
 import pytest
 
-from quant.policy import POLICIES
+from sd35_fp8.quant.policy import POLICIES
 
 QUANTIZED_BY_DEFAULT = [
     "joint_blocks.0.x_block.attn.qkv", "joint_blocks.37.context_block.attn.qkv",

@@ -1,9 +1,9 @@
 import torch
 
-from quant.policy import POLICIES
-from quant.quantize import quantize_state_dict
-from quant.scales import FP8_DTYPE, dequantize_weight
-from tests.fixtures.tiny_sd3 import mmdit_state_dict
+from devtools.tiny_sd3 import mmdit_state_dict
+from sd35_fp8.quant.policy import POLICIES
+from sd35_fp8.quant.quantize import quantize_state_dict
+from sd35_fp8.quant.scales import FP8_DTYPE, dequantize_weight
 
 
 def test_quantized_state_dict_and_report():
@@ -40,8 +40,8 @@ def test_policy_off_changes_nothing_but_dtype():
 
 
 def test_stored_fp8_is_taken_as_stored_or_dequantized_by_the_policy():
-    from quant.quantized_weight import QuantizedWeight
-    from quant.scales import quantize_weight
+    from sd35_fp8.quant.quantized_weight import QuantizedWeight
+    from sd35_fp8.quant.scales import quantize_weight
     source = mmdit_state_dict("large", depth=1, prefix="")
     stored = {k: QuantizedWeight(*quantize_weight(v, "per_tensor")) if k.endswith(".weight") and v.ndim == 2 else v
               for k, v in source.items()}

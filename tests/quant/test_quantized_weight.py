@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from quant.quantized_weight import QuantizedWeight, concatenate, scale_fits
-from quant.scales import FP8_DTYPE, quantize_weight
+from sd35_fp8.quant.quantized_weight import QuantizedWeight, concatenate, scale_fits
+from sd35_fp8.quant.scales import FP8_DTYPE, quantize_weight
 from tests.fixtures.quantized_files import same_bits
 
 

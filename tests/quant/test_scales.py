@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from quant.scales import FP8_DTYPE, FP8_MAX, dequantize_weight, quantize_weight, weight_scale
-from tests.numerics import relative_error
+from devtools.numerics import relative_error
+from sd35_fp8.quant.scales import FP8_DTYPE, FP8_MAX, dequantize_weight, quantize_weight, weight_scale
 
 STDS = [1e-4, 1e-3, 2e-2, 1.0, 10.0]
 

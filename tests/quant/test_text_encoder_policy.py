@@ -1,9 +1,9 @@
 import torch
 
-from quant.quantize import quantize_state_dict
-from quant.scales import FP8_DTYPE
-from quant.text_encoder_policy import T5_FP8
-from tests.fixtures.tiny_text_encoders import NARROW_T5, t5_state_dict
+from devtools.tiny_text_encoders import NARROW_T5, t5_state_dict
+from sd35_fp8.quant.quantize import quantize_state_dict
+from sd35_fp8.quant.scales import FP8_DTYPE
+from sd35_fp8.quant.text_encoder_policy import T5_FP8
 
 
 def test_t5_linears_quantized_embeddings_norms_and_position_bias_kept():

@@ -9,7 +9,7 @@ from itertools import combinations
 import pytest
 from PIL import Image
 
-from tests.comfy_host import REPO
+from devtools.comfy_host import REPO
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 NOTE_TYPES = ("Note", "MarkdownNote")

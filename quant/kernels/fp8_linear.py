@@ -1,0 +1,56 @@
+"""The linear-layer math for FP8 weights: weight-only, and FP8 x FP8 through torch._scaled_mm.
+
+Activations are quantized per token (one fp32 scale per row, absmax / 448). These functions are
+the reference and the torch.compile path (Inductor fuses the row quantization with whatever
+produced the activation); eager CUDA passes the single-pass Triton kernels instead.
+"""
+import torch
+import torch.nn.functional as F
+
+from ..scales import absmax_scale, quantize_with_scale
+
+
+def quantize_rows(x2d: torch.Tensor):
+    """Returns (x_fp8, row_scale) with row_scale of shape (rows, 1), fp32."""
+    x = x2d.float()
+    scale = absmax_scale(x.abs().amax(dim=1, keepdim=True))
+    return quantize_with_scale(x, scale), scale
+
+
+def quantize_tensorwise(x2d: torch.Tensor):
+    """Returns (x_fp8, scale) with one fp32 scale of shape ()."""
+    x = x2d.float()
+    scale = absmax_scale(x.abs().amax())
+    return quantize_with_scale(x, scale), scale
+
+
+def dequantize(weight_fp8, weight_scale, dtype):
+    return weight_fp8.to(dtype) * weight_scale.to(dtype)
+
+
+def weight_only_linear(x, weight_fp8, weight_scale, bias, dequantize=dequantize):
+    return F.linear(x, dequantize(weight_fp8, weight_scale, x.dtype), bias)
+
+
+def fp8_linear_rowwise(x, weight_fp8, weight_scale, bias, quantize=quantize_rows):
+    """weight_scale: (out, 1) per channel or () per tensor; output in x.dtype."""
+    x2d = x.reshape(-1, x.shape[-1])
+    x_fp8, x_scale = quantize(x2d)
+    out_features = weight_fp8.shape[0]
+    w_scale = weight_scale.float().reshape(-1, 1).expand(out_features, 1).reshape(1, out_features)
+    out = torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=w_scale.contiguous(),
+                           bias=bias, out_dtype=x.dtype)
+    return out.reshape(*x.shape[:-1], out_features)
+
+
+def fp8_linear_tensorwise(x, weight_fp8, weight_scale, bias):
+    """For torch builds without row-wise scaled_mm: per-tensor activation scale; a per-channel
+    weight scale is applied to the output."""
+    x2d = x.reshape(-1, x.shape[-1])
+    x_fp8, x_scale = quantize_tensorwise(x2d)
+    one = torch.ones((), device=x.device, dtype=torch.float32)
+    out = torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=one, out_dtype=torch.float32)
+    out = out * weight_scale.float().reshape(1, -1)
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(x.dtype).reshape(*x.shape[:-1], weight_fp8.shape[0])

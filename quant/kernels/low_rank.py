@@ -1,0 +1,68 @@
+"""A LoRA on an FP8 layer, kept beside the FP8 weight instead of merged into it.
+
+Merging a LoRA into an FP8 weight rounds twice: the weight was rounded once when quantized, the
+patched weight is rounded again. Kept as a low-rank side path at full precision, `x @ down.T @
+up.T` next to the untouched FP8 product, the layer computes what the patched bf16 layer computes
+up to the original quantization error, and removing the LoRA is exact by construction.
+
+ComfyUI hands a patched layer over as a patched weight (any adapter type, stacked LoRAs,
+strengths applied), not as LoRA factors, so the factors are recovered from the difference:
+a randomized range finder (Halko, Martinsson, Tropp 2011) with a fixed seed, exact for a
+difference of rank <= MAX_RANK. A difference of higher rank (a full-rank diff, LoKr) has no
+such factors: the caller then merges and requantizes.
+"""
+from typing import NamedTuple, Optional
+
+import torch
+
+from ..scales import dequantize_weight
+
+MAX_RANK = 64
+# probes beyond the rank sought make the range finder exact to fp32 rounding (Halko et al., sec. 4.2)
+_OVERSAMPLING = 8
+# the relative accuracy fp32 range finding reaches on a difference smaller than the weight
+_FP32_RANGE_FINDING = 2.0 ** -16
+
+
+class LowRank(NamedTuple):
+    up: torch.Tensor    # (out, rank), fp32
+    down: torch.Tensor  # (rank, in), fp32
+
+    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out += x @ (up @ down).T, in place, the cheap way round: a rank-sized intermediate and one
+        GEMM that accumulates into out (the output is read and written once more, not three times)."""
+        out2d = out.view(-1, out.shape[-1])
+        out2d.addmm_(x.reshape(-1, x.shape[-1]) @ self.down.to(x.dtype).t(), self.up.to(x.dtype).t())
+        return out
+
+
+def low_rank_factors(difference: torch.Tensor, tolerance: float, max_rank: int = MAX_RANK) -> Optional[LowRank]:
+    """The lowest-rank factors with ||up @ down - difference|| <= tolerance (Frobenius), for a 2-D
+    weight difference, or None when no factors of rank <= max_rank get that close. The tolerance
+    is the caller's: the rounding noise of the dtype the difference was computed in."""
+    difference = difference.float()
+    rows, cols = difference.shape
+    probes = min(max_rank + _OVERSAMPLING, rows, cols)
+    generator = torch.Generator(device=difference.device).manual_seed(0)
+    sketch = difference @ torch.randn(cols, probes, device=difference.device, generator=generator)
+    basis, _ = torch.linalg.qr(sketch)
+    u, singular, vh = torch.linalg.svd(basis.t() @ difference, full_matrices=False)
+    # drop the directions whose energy together stays within half the tolerance
+    tail_energy = singular.square().flip(0).cumsum(0).flip(0)
+    rank = int((tail_energy > (tolerance / 2) ** 2).sum())
+    if rank > max_rank:
+        return None
+    up, down = (basis @ u[:, :rank]) * singular[:rank], vh[:rank]
+    if torch.linalg.matrix_norm(difference - up @ down) > tolerance:
+        return None
+    return LowRank(up.contiguous(), down.contiguous())
+
+
+def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: torch.Tensor) -> Optional[LowRank]:
+    """The side path that turns the layer's FP8 weight into `patched` (the weight with a LoRA merged,
+    as ComfyUI computed it, in whatever float dtype it used), or None when the difference is not
+    of low rank."""
+    real = dequantize_weight(weight_fp8.to(patched.device), weight_scale.to(patched.device))
+    rounding = max(torch.finfo(patched.dtype).eps, _FP32_RANGE_FINDING)
+    patched = patched.float()
+    return low_rank_factors(patched - real, float(rounding * torch.linalg.matrix_norm(patched)))

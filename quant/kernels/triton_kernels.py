@@ -1,0 +1,108 @@
+"""Single-pass Triton kernels for eager CUDA. torch's own ops take several passes over memory
+(abs-max, divide, cast; or cast, multiply) and cost as much as the GEMM they feed. Under
+torch.compile the plain-torch versions in fp8_linear.py are used: Inductor fuses them itself."""
+import torch
+import triton
+import triton.language as tl
+
+from ..scales import FP8_DTYPE, FP8_MAX, MIN_SCALE
+
+
+@triton.jit
+def _quantize_rows_kernel(x_ptr, out_ptr, scale_ptr, n_cols, x_row_stride,
+                          FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, BLOCK: tl.constexpr):
+    # One program per row: the row is read once and stays in registers for the abs-max.
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    x = tl.load(x_ptr + row * x_row_stride + cols, mask=mask, other=0.0).to(tl.float32)
+    scale = tl.maximum(tl.max(tl.abs(x), axis=0) / FP8_MAX, MIN_SCALE)
+    q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX)
+    tl.store(out_ptr + row * n_cols + cols, q.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(scale_ptr + row, scale)
+
+
+def quantize_rows_triton(x2d: torch.Tensor):
+    """Same result as fp8_linear.quantize_rows, for a CUDA tensor."""
+    rows, cols = x2d.shape
+    if x2d.stride(1) != 1:
+        x2d = x2d.contiguous()
+    out = torch.empty((rows, cols), device=x2d.device, dtype=FP8_DTYPE)
+    scale = torch.empty((rows, 1), device=x2d.device, dtype=torch.float32)
+    block = triton.next_power_of_2(cols)
+    _quantize_rows_kernel[(rows,)](x2d, out, scale, cols, x2d.stride(0), FP8_MAX=FP8_MAX,
+                                   MIN_SCALE=MIN_SCALE, BLOCK=block,
+                                   num_warps=max(4, min(16, block // 512)))
+    return out, scale
+
+
+@triton.jit
+def _dequantize_kernel(w_ptr, scale_ptr, out_ptr, n_cols, PER_CHANNEL: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    scale = tl.load(scale_ptr + row) if PER_CHANNEL else tl.load(scale_ptr)
+    w = tl.load(w_ptr + row * n_cols + cols, mask=mask).to(tl.float32)
+    tl.store(out_ptr + row * n_cols + cols, (w * scale).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def dequantize_triton(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, dtype):
+    """weight_fp8 * weight_scale in `dtype`, one read of the fp8 weight and one write."""
+    rows, cols = weight_fp8.shape
+    out = torch.empty((rows, cols), device=weight_fp8.device, dtype=dtype)
+    block = 1024
+    _dequantize_kernel[(rows, triton.cdiv(cols, block))](
+        weight_fp8, weight_scale.float().contiguous(), out, cols, PER_CHANNEL=weight_scale.numel() > 1,
+        BLOCK=block, num_warps=4)
+    return out
+
+
+# Few rows: the weight read is the whole cost, so many small column blocks (hundreds of programs
+# in flight, each streaming its rows of the weight) rather than GEMM-sized tiles.
+_SMALL_M_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+                    for bn, bk, w, s in ((16, 256, 2, 4), (16, 512, 4, 3), (32, 256, 4, 4), (32, 512, 4, 3),
+                                         (64, 128, 4, 4), (64, 256, 4, 3))]
+
+
+@triton.autotune(configs=_SMALL_M_CONFIGS, key=["N", "K"])
+@triton.jit
+def _small_m_linear_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, x_row_stride,
+                           PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.arange(0, BLOCK_M)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + ks
+        x = tl.load(x_ptr + rows[:, None] * x_row_stride + k[None, :],
+                    mask=(rows[:, None] < M) & (k[None, :] < K), other=0.0)
+        w = tl.load(w_ptr + cols[:, None].to(tl.int64) * K + k[None, :],
+                    mask=(cols[:, None] < N) & (k[None, :] < K), other=0.0)
+        # fp8 -> fp16/bf16 is exact, so the products are exact and the sums fp32.
+        acc = tl.dot(x, tl.trans(w.to(tl.float32).to(x.dtype)), acc)
+    scale = tl.load(scale_ptr + cols, mask=cols < N, other=0.0) if PER_CHANNEL else tl.load(scale_ptr)
+    acc = acc * scale[None, :] if PER_CHANNEL else acc * scale
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + rows[:, None] * N + cols[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=(rows[:, None] < M) & (cols[None, :] < N))
+
+
+def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias,
+                          block_rows: int):
+    """x2d @ (weight_fp8 * weight_scale).T + bias in x2d's dtype (fp16 or bf16), for at most
+    block_rows rows (one row block: small_m_linear.SMALL_M_MAX_ROWS)."""
+    rows, k = x2d.shape
+    if rows > block_rows:
+        raise ValueError(f"small_m_linear_triton takes at most {block_rows} rows, not {rows}")
+    n = weight_fp8.shape[0]
+    if x2d.stride(1) != 1:
+        x2d = x2d.contiguous()
+    out = torch.empty((rows, n), device=x2d.device, dtype=x2d.dtype)
+    scale = weight_scale.float().reshape(-1).contiguous()
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+    _small_m_linear_kernel[grid](x2d, weight_fp8.contiguous(), scale, out if bias is None else bias, out, rows, n, k,
+                                 x2d.stride(0), PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
+                                 BLOCK_M=block_rows)
+    return out
