@@ -171,3 +171,16 @@ def test_lora_applied_per_call_in_low_vram_mode(lora_on_fp8_layer):
     assert relative_error(out, x.float() @ weight_before.t() + bias) > 0.07
     patched.detach()
     assert torch.equal(layer.weight.view(torch.uint8), stored_before.view(torch.uint8))
+
+
+def test_fp8_layers_archive_their_stored_dtype(pack, models_dir):
+    """ComfyUI 0.33's DynamicVRAM stages every weight in VRAM in the dtype the model archived for it;
+    archived before our fp8 weights load, it was the compute dtype, which widened them (unscaled)
+    and sent a LoRA'd weight to the FP8 matmul in bf16 (a crash on the GPU)."""
+    import comfy.model_management
+    if not hasattr(comfy.model_management, "archive_model_dtypes"):
+        pytest.skip("this ComfyUI archives no model dtypes (DynamicVRAM exists from 0.33)")
+    write_diffusion_model(models_dir / "diffusion_models" / "tiny.safetensors")
+    model = load_diffusion_model(pack, "tiny.safetensors")
+    fp8_layers = [m for m in model.model.diffusion_model.modules() if getattr(m, "weight_scale", None) is not None]
+    assert fp8_layers and {m.weight_comfy_model_dtype for m in fp8_layers} == {torch.float8_e4m3fn}
