@@ -184,3 +184,22 @@ def test_fp8_layers_archive_their_stored_dtype(pack, models_dir):
     model = load_diffusion_model(pack, "tiny.safetensors")
     fp8_layers = [m for m in model.model.diffusion_model.modules() if getattr(m, "weight_scale", None) is not None]
     assert fp8_layers and {m.weight_comfy_model_dtype for m in fp8_layers} == {torch.float8_e4m3fn}
+
+
+def test_lora_as_dynamic_vram_hands_it_over(lora_on_fp8_layer):
+    """ComfyUI 0.33's DynamicVRAM puts a LoRA in weight_lowvram_function and, when it faults the weight
+    in, calls it on the stored values widened to the compute dtype, then rounds the result back to
+    fp8 (comfy/ops.py resolve_cast_module_with_vbar). That fault needs a GPU; here the patch object
+    is handed over the same way and called as ComfyUI calls it."""
+    import comfy.model_patcher
+    patched, layer, weight_before, expected = lora_on_fp8_layer
+    key = "diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"
+    layer.weight_lowvram_function = comfy.model_patcher.LowVramPatch(key, patched.patches)
+    x = torch.randn(3, layer.weight.shape[1], dtype=layer.bias.dtype)
+    out = layer_output(layer, x)
+    bias = layer.bias.float()
+    assert relative_error(out, x.float() @ expected.t() + bias) <= LORA_BOUND
+    widened = layer.weight.to(torch.bfloat16)
+    assert torch.equal(layer.weight_lowvram_function(widened), widened)  # the fp8 weight stays as it is
+    layer.weight_lowvram_function = None
+    assert relative_error(layer_output(layer, x), x.float() @ weight_before.t() + bias) <= LORA_BOUND
