@@ -4,9 +4,11 @@ what LoraLoader calls) and sampling (comfy.sample.sample).
 
   python bench/lora_matrix.py --label "0.33 DynamicVRAM" --dynamic-vram --out DIR
   python bench/lora_matrix.py --label "0.33 DynamicVRAM" --dynamic-vram --vram-cap-gib 8 --out DIR
+  python bench/lora_matrix.py --label "0.33 DynamicVRAM" --dynamic-vram --variants ours_fp8_compiled --out DIR
 
-For each variant the LoRA states run in this order on the same loaded model: none, one LoRA, two
-stacked, the first at another strength, none again (the LoRA removed). Every latent error is
+For each variant the LoRA states run in this order on the same loaded model, after one untimed run
+that stages the weights (and compiles): none, one LoRA, two stacked, the first at another strength,
+none again (the LoRA removed). Every latent error is
 against stock default with the same LoRA state; a run without --vram-cap-gib computes those
 references and saves them (DIR/references_<label>.pt) for the capped run of the same host.
 SD3.5 Large shapes, random weights; two random rank-16 LoRAs on every joint block's qkv and fc1.
@@ -98,10 +100,14 @@ def run_variant(variant, weights, loras, args, positive, negative, references, c
         set_torch_compile_wrapper(model=base, backend="inductor")
         torch._dynamo.utils.counters.clear()
     states = STATES[:2] if compiled or variant == "stock_fp8" else STATES
+    # The first run after a load stages weights (and compiles): timed apart, so "none" is the steady state.
+    first_run, _ = run_cell(variant, "first run after load", base, args, positive, negative)
     cells, latents = [], {}
     for state_name, state in states:
         cell, latent = run_cell(variant, state_name, with_loras(base, loras, state), args, positive, negative)
         cell.update(load_s=load_s, compiled=compiled)
+        if state_name == "none":
+            cell["first_run_s_per_step"] = first_run.get("s_per_step", first_run.get("error"))
         if latent is not None:
             latents[state_name] = latent
             reference = references.get(state_name)
@@ -129,8 +135,9 @@ def main():
     parser.add_argument("--label", required=True, help="the host as the tables name it, e.g. '0.33 DynamicVRAM'")
     parser.add_argument("--dynamic-vram", action="store_true", help="turn DynamicVRAM on as ComfyUI 0.33's main.py does")
     parser.add_argument("--vram-cap-gib", type=float, default=0, help="ComfyUI's --reserve-vram leaving this much")
-    parser.add_argument("--compile", action="store_true", help="also TorchCompileModel's compile of ours FP8 with a LoRA")
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--variants", help="comma-separated variants instead of the run's default set; "
+                        "ours_fp8_compiled is ours FP8 through TorchCompileModel's compile, without and with a LoRA")
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
@@ -155,20 +162,21 @@ def main():
            "python": platform.python_version(), "model": "SD3.5 Large", "size": args.size, "steps": args.steps,
            "cfg": CFG, "batch": 2, "sampler": SAMPLER, "lora_rank": 16,
            "command": " ".join(["python"] + sys.argv), "reference": "stock default, same LoRA state", "results": []}
-    if args.vram_cap_gib:
+    name = f"lora_{args.label.replace(' ', '_').replace('.', '')}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
+    if args.vram_cap_gib or "stock_default" not in (args.variants or "stock_default"):
         references = torch.load(references_file)
-        variants = ("stock_fp8", "ours_fp8", "ours_weight_only")
     else:
         cells, references = run_variant("stock_default", weights, loras, args, positive, negative, {})
         run["results"] += cells
         torch.save(references, references_file)
-        variants = ("ours_fp8", "ours_weight_only")
-    for variant in variants:
-        run["results"] += run_variant(variant, weights, loras, args, positive, negative, references)[0]
-    if args.compile:
-        run["results"] += run_variant("ours_fp8", weights, loras, args, positive, negative, references, compiled=True)[0]
-    name = f"lora_{args.label.replace(' ', '_').replace('.', '')}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
-    (args.out / name).write_text(json.dumps(run, indent=1))
+    variants = (args.variants.split(",") if args.variants else
+                ("stock_fp8", "ours_fp8", "ours_weight_only") if args.vram_cap_gib else ("ours_fp8", "ours_weight_only"))
+    # written after every variant: a run stopped by a time limit keeps what it measured
+    for variant in (v for v in variants if v != "stock_default"):
+        compiled = variant.endswith("_compiled")
+        run["results"] += run_variant(variant.removesuffix("_compiled"), weights, loras, args, positive, negative,
+                                      references, compiled=compiled)[0]
+        (args.out / name).write_text(json.dumps(run, indent=1))
     print("wrote", args.out / name, flush=True)
 
 

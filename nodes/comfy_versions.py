@@ -11,6 +11,7 @@ It reaches the layer one of two ways:
 A LoRA whose change is not of low rank is merged into the FP8 weight and requantized instead.
 """
 import inspect
+from contextlib import contextmanager
 
 import torch
 import comfy.float
@@ -68,13 +69,42 @@ def _own_lowvram_patches(layer):
             patch.sd35_fp8_layer = layer
 
 
+def _beside(patch):
+    return isinstance(patch, ScaledLowVramPatch) and getattr(patch, "sd35_low_rank", None) is not None
+
+
+@contextmanager
+def _side_paths_hidden(layer):
+    """Keeps patches whose LoRA already rides beside the weight out of ComfyUI's sight while it casts:
+    it would otherwise copy the weight for them on every call (every version) and, under 0.33's
+    DynamicVRAM, widen each faulted weight, call the patch and stochastically round it back, for a
+    weight the side path leaves unchanged."""
+    lowvram = getattr(layer, "weight_lowvram_function", None)
+    functions = layer.weight_function
+    hide_lowvram = _beside(lowvram)
+    kept = [f for f in functions if not _beside(f)]
+    if not hide_lowvram and len(kept) == len(functions):
+        yield
+        return
+    if hide_lowvram:
+        layer.weight_lowvram_function = None
+    layer.weight_function = kept
+    try:
+        yield
+    finally:
+        if hide_lowvram:
+            layer.weight_lowvram_function = lowvram
+        layer.weight_function = functions
+
+
 def cast_stored_weight(layer, input):
     """(weight: the stored fp8 tensor on input's device, with merged into it only a LoRA that cannot
     stay beside it; bias in input's dtype; offload state for comfy.ops.uncast_bias_weight)."""
     _own_lowvram_patches(layer)
     requant = {"compute_dtype": input.dtype, "want_requant": True} if _CAST_REQUANT_ARGS else {}
-    return cast_bias_weight(layer, input, dtype=layer.weight.dtype, bias_dtype=input.dtype, offloadable=True,
-                            **requant)
+    with _side_paths_hidden(layer):
+        return cast_bias_weight(layer, input, dtype=layer.weight.dtype, bias_dtype=input.dtype, offloadable=True,
+                                **requant)
 
 
 def lora_side_path(layer, weight):

@@ -45,10 +45,8 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         weight, bias, offload_stream = cast_stored_weight(self, input)
         # non_blocking: a blocking copy would synchronize the stream for every offloaded layer and
         # stall ComfyUI's weight streaming (low VRAM).
-        out = self.linear(input, weight, self.weight_scale.to(device=input.device, non_blocking=True), bias)
-        lora = lora_side_path(self, weight)
-        if lora is not None:
-            out = lora.add_to(out, input)
+        out = self.linear(input, weight, self.weight_scale.to(device=input.device, non_blocking=True), bias,
+                          lora_side_path(self, weight))
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
 

@@ -28,8 +28,13 @@ def dequantize(weight_fp8, weight_scale, dtype):
     return weight_fp8.to(dtype) * weight_scale.to(dtype)
 
 
-def weight_only_linear(x, weight_fp8, weight_scale, bias, dequantize=dequantize):
-    return F.linear(x, dequantize(weight_fp8, weight_scale, x.dtype), bias)
+def weight_only_linear(x, weight_fp8, weight_scale, bias, low_rank=None, dequantize=dequantize):
+    """low_rank: a LoRA kept beside the weight (quant.kernels.low_rank.LowRank), merged into the
+    weight dequantized for this call."""
+    weight = dequantize(weight_fp8, weight_scale, x.dtype)
+    if low_rank is not None:
+        weight = low_rank.merge_into(weight)
+    return F.linear(x, weight, bias)
 
 
 def fp8_linear_rowwise(x, weight_fp8, weight_scale, bias, quantize=quantize_rows):

@@ -35,6 +35,11 @@ class LowRank(NamedTuple):
         out2d.addmm_(x.reshape(-1, x.shape[-1]) @ self.down.to(x.dtype).t(), self.up.to(x.dtype).t())
         return out
 
+    def merge_into(self, weight: torch.Tensor) -> torch.Tensor:
+        """weight += up @ down, in place: for a weight dequantized for this call only, cheaper than
+        add_to once the input has more rows than the weight has columns."""
+        return weight.addmm_(self.up.to(weight.dtype), self.down.to(weight.dtype))
+
 
 def low_rank_factors(difference: torch.Tensor, tolerance: float, max_rank: int = MAX_RANK) -> Optional[LowRank]:
     """The lowest-rank factors with ||up @ down - difference|| <= tolerance (Frobenius), for a 2-D

@@ -119,3 +119,27 @@ def test_small_m_kernel_matches_dequantized_reference(m, k, n, dtype):
         torch.testing.assert_close(out[-1], bias, rtol=0, atol=0)
     no_bias = small_m_linear(x, weight_fp8, scale, None)
     assert relative_error(no_bias, small_m_linear_reference(x, weight_fp8, scale, None)) <= 0.005
+
+
+@pytest.mark.parametrize("path", ["fp8_matmul_rowwise", "weight_only"])
+@pytest.mark.parametrize("rows", [8192, 2])  # the many-rows kernels and the few-rows kernel
+def test_a_lora_beside_the_weight_on_the_triton_paths_eager_and_compiled(path, rows):
+    from sd35_fp8.quant.kernels.compute_path import ComputePath
+    from sd35_fp8.quant.kernels.linear_dispatch import linear_for
+    from sd35_fp8.quant.kernels.low_rank import low_rank_factors
+    from sd35_fp8.quant.scales import quantize_weight
+    k, n = 2432, 7296
+    weight = torch.randn(n, k, device="cuda") * k ** -0.5
+    lora = torch.randn(n, 16, device="cuda") @ torch.randn(16, k, device="cuda") * 0.01
+    side = low_rank_factors(lora, tolerance=1e-6 * torch.linalg.matrix_norm(lora))
+    bias = torch.randn(n, device="cuda", dtype=torch.bfloat16) * 0.1
+    weight_fp8, scale = quantize_weight(weight)
+    linear = linear_for(ComputePath(path, "test", triton_kernels=True))
+    x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
+    expected = x.double() @ (weight + lora).double().t() + bias.double()
+    assert relative_error(x.double() @ weight.double().t() + bias.double(), expected) > 2 * FP8_MATMUL_BOUND
+    with torch.no_grad():
+        eager = linear(x, weight_fp8, scale, bias, side)
+        compiled = torch.compile(linear, fullgraph=True)(x, weight_fp8, scale, bias, side)
+    for out in (eager, compiled):
+        assert out.dtype == torch.bfloat16 and relative_error(out, expected) <= FP8_MATMUL_BOUND
