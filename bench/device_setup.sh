@@ -3,7 +3,7 @@
 # under /tmp, and writes a host env file for each (devtools/comfy_host.py reads SD35FP8_HOST):
 #   /tmp/host075/env, /tmp/host033/env; SD35FP8_HOST points at 0.3.75 until changed.
 site=/tmp/site
-if [ ! -d $site/comfy_kitchen ]; then
+if [ ! -d $site/comfy_kitchen ] || [ ! -d $site/kornia ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target $site .device/whl/*.whl || return 1
   tar -C $site -xJf .device/comfy_kitchen.tar.xz || return 1
 fi

@@ -162,7 +162,8 @@ def main():
            "python": platform.python_version(), "model": "SD3.5 Large", "size": args.size, "steps": args.steps,
            "cfg": CFG, "batch": 2, "sampler": SAMPLER, "lora_rank": 16,
            "command": " ".join(["python"] + sys.argv), "reference": "stock default, same LoRA state", "results": []}
-    name = f"lora_{args.label.replace(' ', '_').replace('.', '')}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
+    name = (f"lora_{args.label.replace(' ', '_').replace('.', '')}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}"
+            f"{'_' + args.variants.replace(',', '_') if args.variants else ''}.json")
     if args.vram_cap_gib or "stock_default" not in (args.variants or "stock_default"):
         references = torch.load(references_file)
     else:

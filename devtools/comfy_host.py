@@ -21,6 +21,10 @@ def host_env():
     return values
 
 
+class DynamicVRAMUnavailable(RuntimeError):
+    pass
+
+
 def import_comfy_in_process(dynamic_vram=False, reserve_vram_gib=None):
     """Puts ComfyUI first on sys.path (its `nodes` module must win over this repo's `nodes/`),
     then imports the pack as `sd35_fp8`, the package ComfyUI makes of its custom_nodes folder.
@@ -29,6 +33,8 @@ def import_comfy_in_process(dynamic_vram=False, reserve_vram_gib=None):
     main.py does on a GPU (its default there); call before anything imports comfy.model_management."""
     env = host_env()
     comfy_dir = env["SD35FP8_COMFYUI"]
+    if dynamic_vram and not (Path(comfy_dir) / "comfy" / "memory_management.py").exists():
+        raise DynamicVRAMUnavailable(f"ComfyUI at {comfy_dir} has no DynamicVRAM (it exists from ComfyUI 0.33)")
     if comfy_dir in sys.path:
         sys.path.remove(comfy_dir)
     sys.path.insert(0, comfy_dir)

@@ -2,7 +2,7 @@
 on for a whole process: `python -m tests.gpu.dynamic_vram_lora SEED`. Samples one step of a tiny
 SD3.5 MMDiT with stock default and with each of this pack's compute paths, without a LoRA, with one
 and with it removed again, and prints the latents' comparisons as JSON on its last line.
-Exit code 3: this ComfyUI has no comfy-aimdo (DynamicVRAM exists from 0.33)."""
+Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
 import importlib.util
 import json
 import os
@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from devtools.comfy_host import import_comfy_in_process
+from devtools.comfy_host import DynamicVRAMUnavailable, import_comfy_in_process
 from devtools.numerics import relative_error
 from devtools.random_lora import random_lora
 from devtools.tiny_sd3 import mmdit_state_dict
@@ -26,7 +26,10 @@ def sample(model, positive, negative, seed):
 
 
 def main(seed):
-    import_comfy_in_process(dynamic_vram=True)
+    try:
+        import_comfy_in_process(dynamic_vram=True)
+    except DynamicVRAMUnavailable:
+        sys.exit(3)
     import comfy.memory_management
     import comfy.model_patcher
     import comfy.sd

@@ -126,14 +126,15 @@ def test_small_m_kernel_matches_dequantized_reference(m, k, n, dtype):
 def test_a_lora_beside_the_weight_on_the_triton_paths_eager_and_compiled(path, rows):
     from sd35_fp8.quant.kernels.compute_path import ComputePath
     from sd35_fp8.quant.kernels.linear_dispatch import linear_for
-    from sd35_fp8.quant.kernels.low_rank import low_rank_factors
-    from sd35_fp8.quant.scales import quantize_weight
+    from sd35_fp8.quant.kernels.low_rank import lora_beside
+    from sd35_fp8.quant.scales import dequantize_weight, quantize_weight
     k, n = 2432, 7296
     weight = torch.randn(n, k, device="cuda") * k ** -0.5
-    lora = torch.randn(n, 16, device="cuda") @ torch.randn(16, k, device="cuda") * 0.01
-    side = low_rank_factors(lora, tolerance=1e-6 * torch.linalg.matrix_norm(lora))
+    lora = torch.randn(n, 16, device="cuda") @ torch.randn(16, k, device="cuda") * 0.002
     bias = torch.randn(n, device="cuda", dtype=torch.bfloat16) * 0.1
     weight_fp8, scale = quantize_weight(weight)
+    side = lora_beside(weight_fp8, scale, dequantize_weight(weight_fp8, scale) + lora)  # as ComfyUI hands it over
+    assert side is not None and side.up.shape[1] == 16
     linear = linear_for(ComputePath(path, "test", triton_kernels=True))
     x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
     expected = x.double() @ (weight + lora).double().t() + bias.double()
