@@ -193,6 +193,29 @@ def test_a_lora_beside_the_weight_is_not_applied_again_per_call(lora_on_fp8_laye
     patched.detach()
 
 
+def test_a_lora_for_another_model_family_is_skipped_as_stock_skips_it(pack, models_dir, tmp_path, caplog):
+    """An SDXL LoRA on our SD3.5 model: ComfyUI warns for each key it cannot place and the model
+    computes exactly what it computed without it."""
+    import logging
+    import folder_paths
+    import nodes
+    write_checkpoint(models_dir / "checkpoints" / "other_family.safetensors", clip_l=False, vae=False)
+    model, _, _ = load_checkpoint(pack, "other_family.safetensors", "fp8_default")
+    key = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
+    (tmp_path / "loras").mkdir()
+    save_file({key + ".lora_up.weight": torch.randn(640, 4), key + ".lora_down.weight": torch.randn(4, 640)},
+              str(tmp_path / "loras" / "sdxl_lora.safetensors"))
+    folder_paths.add_model_folder_path("loras", str(tmp_path / "loras"), is_default=True)
+    inputs = random_inputs()
+    before = mmdit_output(model, inputs)
+    with caplog.at_level(logging.WARNING):
+        patched, = nodes.LoraLoaderModelOnly().load_lora_model_only(model, "sdxl_lora.safetensors", 1.0)
+    assert f"lora key not loaded: {key}.lora_up.weight" in caplog.text
+    patched.patch_model()
+    assert torch.equal(mmdit_output(patched, inputs), before)
+    patched.unpatch_model()
+
+
 def test_fp8_layers_archive_their_stored_dtype(pack, models_dir):
     """ComfyUI 0.33's DynamicVRAM stages every weight in VRAM in the dtype the model archived for it;
     archived before our fp8 weights load, it was the compute dtype, which widened them (unscaled)
