@@ -165,15 +165,17 @@ def main():
            "command": " ".join(["python"] + sys.argv), "reference": "stock default, same LoRA state", "results": []}
     name = (f"lora_{args.label.replace(' ', '_').replace('.', '')}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}"
             f"{'_' + args.variants.replace(',', '_') if args.variants else ''}.json")
-    if args.vram_cap_gib or "stock_default" not in (args.variants or "stock_default"):
-        references = torch.load(references_file)
-    else:
+    variants = (args.variants.split(",") if args.variants else
+                ("stock_fp8", "ours_fp8", "ours_weight_only") if args.vram_cap_gib else
+                ("stock_default", "ours_fp8", "ours_weight_only"))
+    if "stock_default" in variants:
         cells, references = run_variant("stock_default", weights, loras, args, positive, negative, {})
         run["results"] += cells
         torch.save(references, references_file)
-    variants = (args.variants.split(",") if args.variants else
-                ("stock_fp8", "ours_fp8", "ours_weight_only") if args.vram_cap_gib else ("ours_fp8", "ours_weight_only"))
+    else:
+        references = torch.load(references_file)
     # written after every variant: a run stopped by a time limit keeps what it measured
+    (args.out / name).write_text(json.dumps(run, indent=1))
     for variant in (v for v in variants if v != "stock_default"):
         compiled = variant.endswith("_compiled")
         run["results"] += run_variant(variant.removesuffix("_compiled"), weights, loras, args, positive, negative,
