@@ -157,6 +157,22 @@ def profile_one_step(model, args, positive, negative, trace_path):
             "gpu_busy_ms": busy_ms, "kernel_span_ms": span_ms, "top_kernels": top}
 
 
+def python_profile_one_step(model, args, positive, negative):
+    """Where the CPU spends an eager step (cProfile): the host side of a launch-bound step."""
+    import cProfile
+    import pstats
+    profiler = cProfile.Profile()
+    profiler.enable()
+    sample(model, args.size, 1, args.seed, positive, negative, [])
+    profiler.disable()
+    stats = pstats.Stats(profiler).sort_stats("tottime")
+    rows = [{"tottime_ms": round(tt * 1000, 2), "cumtime_ms": round(ct * 1000, 2), "calls": nc,
+             "function": f"{Path(file).name}:{line}:{name}"}
+            for (file, line, name), (_, nc, tt, ct, _) in stats.stats.items()]
+    rows.sort(key=lambda r: -r["tottime_ms"])
+    return {"total_ms": round(stats.total_tt * 1000, 1), "top": rows[:40]}
+
+
 def run_variant(variant, mode, weights, args, positive, negative, references):
     import comfy.model_management
     from comfy_api.torch_helpers import set_torch_compile_wrapper
@@ -192,6 +208,8 @@ def run_variant(variant, mode, weights, args, positive, negative, references):
         args.out.mkdir(parents=True, exist_ok=True)
         result["profile"] = profile_one_step(model, args, positive, negative,
                                              args.out / f"trace_{args.model}_{variant}_{mode}.json")
+    if f"{variant}_{mode}" in args.python_profile:
+        result["python_profile"] = python_profile_one_step(model, args, positive, negative)
     references.setdefault("latent", latent)
     result["latent_error"] = round(relative_error(latent, references["latent"]), 4)
     print(json.dumps({k: v for k, v in result.items() if k != "step_times"}), flush=True)
@@ -209,6 +227,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vram-cap-gib", type=float, default=0, help="cap GPU memory (ComfyUI offloads the rest)")
     parser.add_argument("--profile", nargs="*", default=[], help="variant_mode names to profile, e.g. ours_fp8_compiled")
+    parser.add_argument("--python-profile", nargs="*", default=[],
+                        help="variant_mode names whose host-side time is profiled (cProfile), e.g. ours_fp8_eager")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
 
@@ -232,12 +252,12 @@ def main():
     references = {}
     # Every error is against stock ComfyUI's default (eager), so that runs first.
     runs = [("stock_default", "eager")] + [(v, m) for m in args.modes for v in args.variants]
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{args.model}_{args.weights}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
     for variant, mode in dict.fromkeys(runs):
         run["results"].append(run_variant(variant, mode, weights, args, positive, negative, references))
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.model}_{args.weights}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
-    (args.out / name).write_text(json.dumps(run, indent=1))
-    print("wrote", args.out / name)
+        path.write_text(json.dumps(run, indent=1))  # after each variant: a run cut short keeps what it measured
+    print("wrote", path)
 
 
 if __name__ == "__main__":
