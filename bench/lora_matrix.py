@@ -73,11 +73,46 @@ def sample_timed(model, args, positive, negative):
     return out, times, max(in_use)
 
 
+class FactorSearches:
+    """Counts the side-path factor searches (quant.kernels.low_rank.low_rank_factors) while active:
+    once per patched layer and LoRA state is the design; more means factors are searched again."""
+
+    def __init__(self):
+        from sd35_fp8.quant.kernels import low_rank
+        self.module, self.search, self.count = low_rank, low_rank.low_rank_factors, 0
+
+    def __enter__(self):
+        def counted(*args, **kwargs):
+            self.count += 1
+            return self.search(*args, **kwargs)
+        self.module.low_rank_factors = counted
+        return self
+
+    def __exit__(self, *exc):
+        self.module.low_rank_factors = self.search
+
+
+def profile_one_step(model, args, positive, negative):
+    """GPU time by kernel and host-to-device copies of one step (a 1-step sample)."""
+    from torch.profiler import ProfilerActivity, profile
+    one_step = argparse.Namespace(**{**vars(args), "steps": 1})
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        sample_timed(model, one_step, positive, negative)
+    events = sorted(((e.self_device_time_total / 1000, e.count, e.key[:120]) for e in prof.key_averages()
+                     if e.self_device_time_total > 0), reverse=True)
+    return {"device_ms": round(sum(ms for ms, _, _ in events), 2),
+            "top": [{"ms": round(ms, 2), "calls": calls, "name": name} for ms, calls, name in events[:15]]}
+
+
 def run_cell(variant, state_name, model, args, positive, negative):
     cell = {"variant": variant, "lora": state_name}
     torch.cuda.reset_peak_memory_stats()
     try:
-        latent, times, in_use = sample_timed(model, args, positive, negative)
+        with FactorSearches() as searches:
+            latent, times, in_use = sample_timed(model, args, positive, negative)
+        cell["factor_searches"] = searches.count
+        if f"{variant}:{state_name}" in args.profile:
+            cell["profile"] = profile_one_step(model, args, positive, negative)
     except Exception as error:  # a cell that fails is a result: record it and go on
         cell.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(limit=8))
         print(json.dumps({k: v for k, v in cell.items() if k != "traceback"}), flush=True)
@@ -141,6 +176,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", nargs="*", default=[],
+                        help="variant:state cells to profile one more step of, e.g. 'ours_fp8:one LoRA'")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 

@@ -41,7 +41,9 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
 
     def low_rank(self, stored):
         if not hasattr(self, "sd35_low_rank"):
-            self.sd35_low_rank = lora_beside(stored, self.sd35_fp8_layer.weight_scale, self._patched(stored, torch.float32))
+            layer = self.sd35_fp8_layer
+            self.sd35_low_rank = lora_beside(stored, layer.weight_scale, self._patched(stored, torch.float32),
+                                             layer.compute_dtype)
         return self.sd35_low_rank
 
     def _patched(self, stored, compute):

@@ -58,7 +58,8 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     state_dict, report = quantize_state_dict(named_tensors, policy, compute_dtype=compute_dtype,
                                              device=device, on_tensor=lambda: progress.update(1))
     model = comfy.sd.load_diffusion_model_state_dict(
-        state_dict, model_options={"custom_operations": make_fp8_ops(compute_path), "dtype": compute_dtype})
+        state_dict, model_options={"custom_operations": make_fp8_ops(compute_path, compute_dtype),
+                                  "dtype": compute_dtype})
     if model is None:
         raise SD35FP8Error(f"{source_name}: ComfyUI could not build an SD3 model from its MMDiT weights.")
     logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s", source_name, report.summary(model_name),

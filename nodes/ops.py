@@ -22,6 +22,7 @@ from .comfy_versions import cast_stored_weight, keep_stored_dtype, lora_side_pat
 
 class FP8Linear(comfy.ops.manual_cast.Linear):
     compute_path: ComputePath  # set per model by make_fp8_ops
+    compute_dtype: torch.dtype  # likewise
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -62,7 +63,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
 
     def set_weight(self, weight, inplace_update=False, seed=None, return_weight=False, **kwargs):
         if self.weight_scale is not None and weight.dtype != self.weight.dtype and not (return_weight or inplace_update):
-            lora = lora_beside(self.weight, self.weight_scale, weight)
+            lora = lora_beside(self.weight, self.weight_scale, weight, self.compute_dtype)
             if lora is not None:
                 # The same fp8 values in a new Parameter that carries the LoRA: unpatching puts the
                 # old Parameter back, and with it the layer without the LoRA.
@@ -84,8 +85,8 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
             self.weight = torch.nn.Parameter(stored, requires_grad=False)
 
 
-def make_fp8_ops(compute_path: ComputePath):
-    """An operations class for one model: its Linear knows the model's compute path."""
-    linear = type("Linear", (FP8Linear,), {"compute_path": compute_path,
+def make_fp8_ops(compute_path: ComputePath, compute_dtype: torch.dtype):
+    """An operations class for one model: its Linear knows the model's compute path and dtype."""
+    linear = type("Linear", (FP8Linear,), {"compute_path": compute_path, "compute_dtype": compute_dtype,
                                            "linear": staticmethod(linear_for(compute_path))})
     return type("FP8Ops", (comfy.ops.manual_cast,), {"Linear": linear})

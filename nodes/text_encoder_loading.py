@@ -112,7 +112,7 @@ def _read_t5(source, t5_precision):
     state_dict, report = quantize_state_dict(tensors, T5_FP8, compute_dtype=kept_dtype, device=load_device)
     # Built on the offload device: ComfyUI first makes every linear in the kept dtype, and those
     # placeholders must not take VRAM before the FP8 weights replace them.
-    model_options.update(custom_operations=make_fp8_ops(TEXT_ENCODER_COMPUTE),
+    model_options.update(custom_operations=make_fp8_ops(TEXT_ENCODER_COMPUTE, kept_dtype),
                          initial_device=comfy.model_management.text_encoder_offload_device())
     return state_dict, model_options, report, ""
 

@@ -63,11 +63,14 @@ def low_rank_factors(difference: torch.Tensor, tolerance: float, max_rank: int =
     return LowRank(up.contiguous(), down.contiguous())
 
 
-def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: torch.Tensor) -> Optional[LowRank]:
+def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: torch.Tensor,
+                dtype: torch.dtype = torch.float32) -> Optional[LowRank]:
     """The side path that turns the layer's FP8 weight into `patched` (the weight with a LoRA merged,
     as ComfyUI computed it, in whatever float dtype it used), or None when the difference is not
-    of low rank."""
+    of low rank. dtype: the model's compute dtype; factors stored in it are used as they are, not
+    converted on every call."""
     real = dequantize_weight(weight_fp8.to(patched.device), weight_scale.to(patched.device))
     rounding = max(torch.finfo(patched.dtype).eps, _FP32_RANGE_FINDING)
     patched = patched.float()
-    return low_rank_factors(patched - real, float(rounding * torch.linalg.matrix_norm(patched)))
+    factors = low_rank_factors(patched - real, float(rounding * torch.linalg.matrix_norm(patched)))
+    return None if factors is None else LowRank(factors.up.to(dtype), factors.down.to(dtype))

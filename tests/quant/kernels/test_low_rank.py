@@ -15,6 +15,14 @@ def test_factors_reproduce_a_low_rank_difference(rank):
     assert relative_error(factors.up @ factors.down, difference) <= 1e-5
 
 
+def test_factors_come_in_the_compute_dtype_asked_for():
+    weight_fp8, scale = quantize_weight(torch.randn(64, 48) * 48 ** -0.5)
+    lora = torch.randn(64, 4) @ torch.randn(4, 48) * 0.01
+    side = lora_beside(weight_fp8, scale, dequantize_weight(weight_fp8, scale) + lora, dtype=torch.bfloat16)
+    assert side.up.dtype == side.down.dtype == torch.bfloat16
+    assert relative_error(side.up.float() @ side.down.float(), lora) <= 0.01  # bf16 rounding of each factor
+
+
 def test_a_difference_above_the_rank_limit_has_no_factors():
     assert low_rank_factors(torch.randn(300, 200), tolerance=1.0) is None
     assert low_rank_factors(torch.randn(100, 20) @ torch.randn(20, 80), tolerance=1e-3, max_rank=16) is None
