@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 from bench.sd35_bench import CFG, SAMPLER, build, conditioning, random_weights  # noqa: E402
 from devtools.comfy_host import import_comfy_in_process  # noqa: E402
+from devtools.factor_searches import counted_factor_searches  # noqa: E402
 from devtools.numerics import relative_error  # noqa: E402
 from devtools.random_lora import random_lora  # noqa: E402
 from sd35_fp8.quant.reports.report import GIB  # noqa: E402
@@ -73,25 +74,6 @@ def sample_timed(model, args, positive, negative):
     return out, times, max(in_use)
 
 
-class FactorSearches:
-    """Counts the side-path factor searches (quant.kernels.low_rank.low_rank_factors) while active:
-    once per patched layer and LoRA state is the design; more means factors are searched again."""
-
-    def __init__(self):
-        from sd35_fp8.quant.kernels import low_rank
-        self.module, self.search, self.count = low_rank, low_rank.low_rank_factors, 0
-
-    def __enter__(self):
-        def counted(*args, **kwargs):
-            self.count += 1
-            return self.search(*args, **kwargs)
-        self.module.low_rank_factors = counted
-        return self
-
-    def __exit__(self, *exc):
-        self.module.low_rank_factors = self.search
-
-
 def profile_one_step(model, args, positive, negative):
     """GPU time by kernel and host-to-device copies of one step (a 1-step sample)."""
     from torch.profiler import ProfilerActivity, profile
@@ -108,9 +90,9 @@ def run_cell(variant, state_name, model, args, positive, negative):
     cell = {"variant": variant, "lora": state_name}
     torch.cuda.reset_peak_memory_stats()
     try:
-        with FactorSearches() as searches:
+        with counted_factor_searches() as searches:
             latent, times, in_use = sample_timed(model, args, positive, negative)
-        cell["factor_searches"] = searches.count
+        cell["factor_searches"] = searches[0]
         if f"{variant}:{state_name}" in args.profile:
             cell["profile"] = profile_one_step(model, args, positive, negative)
     except Exception as error:  # a cell that fails is a result: record it and go on

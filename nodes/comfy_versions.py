@@ -42,8 +42,17 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
     def low_rank(self, stored):
         if not hasattr(self, "sd35_low_rank"):
             layer = self.sd35_fp8_layer
-            self.sd35_low_rank = lora_beside(stored, layer.weight_scale, self._patched(stored, torch.float32),
-                                             layer.compute_dtype)
+            # 0.33's DynamicVRAM builds new patch objects at every load, i.e. every run: the layer
+            # keeps the side path of the patch entries it was found for (the same tuples while the
+            # LoRA and its strength stay), so a run with an unchanged LoRA does not search again.
+            # The last one found stays until another replaces it (rank x (in + out) values).
+            entries = tuple(self.patches[self.key])
+            found_for, low_rank = getattr(layer, "sd35_side_path_found", ((), None))
+            if len(found_for) != len(entries) or any(a is not b for a, b in zip(found_for, entries)):
+                low_rank = lora_beside(stored, layer.weight_scale, self._patched(stored, torch.float32),
+                                       layer.compute_dtype)
+                layer.sd35_side_path_found = (entries, low_rank)
+            self.sd35_low_rank = low_rank
         return self.sd35_low_rank
 
     def _patched(self, stored, compute):

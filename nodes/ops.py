@@ -26,7 +26,9 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.register_buffer("weight_scale", None)
+        # A parameter, not a buffer: ComfyUI's model patchers move parameters (0.33's DynamicVRAM
+        # loads none of a module's buffers, which then cross from pageable memory on every call).
+        self.register_parameter("weight_scale", None)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -35,7 +37,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
             # Take the stored fp8 tensors as they are; the default loader would cast them
             # into the compute-dtype parameters made at construction.
             self.weight = torch.nn.Parameter(state_dict[prefix + "weight"], requires_grad=False)
-            self.weight_scale = scale
+            self.weight_scale = torch.nn.Parameter(scale, requires_grad=False)
             keep_stored_dtype(self)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)

@@ -11,6 +11,7 @@ import sys
 import torch
 
 from devtools.comfy_host import DynamicVRAMUnavailable, import_comfy_in_process
+from devtools.factor_searches import counted_factor_searches
 from devtools.numerics import relative_error
 from devtools.random_lora import random_lora
 from devtools.tiny_sd3 import mmdit_state_dict
@@ -45,22 +46,29 @@ def main(seed):
         models[compute], _, path = build_fp8_model(iter(weights.items()), len(weights), 0, "tiny", "tiny",
                                                   POLICIES["fp8_default"], force_weight_only=compute == "weight_only")
         models[compute + " path"] = path.name
-    latents = {}
+    latents, searches_again = {}, {}
     for name in ("stock default", "auto", "weight_only"):
         model = models[name]
         with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
-        latents[name] = {"none": sample(model, positive, negative, seed), "lora": sample(with_lora, positive, negative, seed),
-                         "removed": sample(model, positive, negative, seed)}
+        latents[name] = {"none": sample(model, positive, negative, seed), "lora": sample(with_lora, positive, negative, seed)}
+        with counted_factor_searches() as searches:
+            latents[name]["lora again"] = sample(with_lora, positive, negative, seed)
+        searches_again[name] = searches[0]
+        latents[name]["removed"] = sample(model, positive, negative, seed)
     stock = latents["stock default"]
     result = {"aimdo_enabled": bool(comfy.memory_management.aimdo_enabled),
               "patcher": type(models["auto"]).__name__,
               "paths": {c: models[c + " path"] for c in ("auto", "weight_only")},
-              "lora_effect": relative_error(stock["lora"], stock["none"])}
+              "lora_effect": relative_error(stock["lora"], stock["none"]),
+              "weight_scale_devices": sorted({str(m.weight_scale.device) for m in models["auto"].model.modules()
+                                              if getattr(m, "weight_scale", None) is not None})}
     for compute in ("auto", "weight_only"):
         ours = latents[compute]
         result[compute] = {"error_without_lora": relative_error(ours["none"], stock["none"]),
                            "error_with_lora": relative_error(ours["lora"], stock["lora"]),
                            "removed_bit_equal": torch.equal(ours["removed"], ours["none"]),
+                           "second_run_same": torch.equal(ours["lora again"], ours["lora"]),
+                           "factor_searches_in_second_run": searches_again[compute],
                            "finite": bool(torch.isfinite(ours["lora"]).all())}
     print(json.dumps(result), flush=True)
     # comfy-aimdo 0.4.13 can crash in the interpreter's teardown (SIGSEGV after the result was
