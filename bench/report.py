@@ -126,6 +126,45 @@ def targets(large, compiled_runs, heavy, medium, cap):
     return "\n".join(lines) + "\n"
 
 
+# issue 11: (model, mode, which stock variants count, target ratio of ours to the best of them)
+SPEED_TARGETS = (("Large", "compiled", ("stock_default", "stock_fp8", "stock_fp8_fast"), 0.77),
+                 ("Large", "eager", ("stock_default", "stock_fp8", "stock_fp8_fast"), 0.85),
+                 ("Medium", "eager", ("stock_default",), 1.0),
+                 ("Medium", "compiled", ("stock_default", "stock_fp8", "stock_fp8_fast"), 0.75))
+# ours before issue 11, same harness (tables below): peak GiB, Large eager / compiled
+PEAK_BEFORE = {"eager": 8.58, "compiled": 8.09}
+
+
+def speed_targets(runs):
+    """Issue 11's table from one run per model (stock and ours in one process), runs: {"Large": run, "Medium": run}."""
+    device = runs["Large"]
+    lines = [f"## Speed against stock's best (issue 11), {device['device']}, torch {device['torch']}, "
+             f"ComfyUI {device['comfyui']}", "",
+             *table_head("", "stock's best in the same run", "target", "ours FP8 matmul", "ratio", "met")]
+    for model, mode, stock_variants, target in SPEED_TARGETS:
+        run = runs[model]
+        stock = [r for r in run["results"] if r["mode"] == mode and r["variant"] in stock_variants]
+        ours = find(run, "ours_fp8", mode)
+        if not stock or ours is None:
+            continue
+        best = min(stock, key=lambda r: r["s_per_step"])
+        ratio = ours["s_per_step"] / best["s_per_step"]
+        lines.append(f"| {model} {mode} | {LABELS[best['variant']]} {best['s_per_step']:.4f} s/step | <= {target:g}x | "
+                     f"{ours['s_per_step']:.4f} | {ratio:.2f}x | {'yes' if ratio <= target else 'no'} |")
+    for model, run in runs.items():
+        for mode in ("eager", "compiled"):
+            ours = find(run, "ours_fp8", mode)
+            if ours is None:
+                continue
+            lines.append(f"| {model} {mode}: final-latent error, Gaussian | stock fp8_e4m3fn_fast "
+                         f"{(find(run, 'stock_fp8_fast', mode) or {}).get('latent_error', '-')} | <= 0.07 | "
+                         f"{ours['latent_error']} |  | {'yes' if ours['latent_error'] <= 0.07 else 'no'} |")
+            if model == "Large":
+                lines.append(f"| Large {mode}: peak memory | ours before: {PEAK_BEFORE[mode]:.2f} GiB | no higher | "
+                             f"{ours['peak_gib']:.2f} GiB |  | {'yes' if ours['peak_gib'] <= PEAK_BEFORE[mode] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def chart(large, compiled_runs, medium, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -158,7 +197,10 @@ def main():
               "GPU, stock and ours side by side; every table ran on the same one-GPU machine, one process at a time "
               "(`bash bench/run_all.sh OUT`). Rebuild this file: `python bench/report.py`.\n\n"
               "![chart](results/chart.png)\n\n")
-    sections = [header, targets(large, compiled_runs, heavy, medium, cap),
+    speed_runs = {model: load(f"speed_{model.lower()}_gaussian.json") for model in ("Large", "Medium")
+                  if (RESULTS / f"speed_{model.lower()}_gaussian.json").exists()}
+    sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
+                targets(large, compiled_runs, heavy, medium, cap),
                 "\n" + (BENCH / "analysis.md").read_text() + "\n", "## Tables\n\n",
                 run_table(large, "SD3.5 Large, Gaussian weights, eager"),
                 run_table(compiled_runs[0], "SD3.5 Large, Gaussian weights, compiled: FP8 paths, profiled"),
@@ -167,6 +209,8 @@ def main():
                 run_table(medium, "SD3.5 Medium, Gaussian weights"),
                 run_table(load("medium_gaussian_eager_rerun.json"), "SD3.5 Medium, eager rerun with profiles (launch-bound)"),
                 run_table(cap, "SD3.5 Large under an 8 GiB GPU memory cap (ComfyUI offloading)"),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager and compiled (issue 11 run)")
+                  for model, run in speed_runs.items()),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
