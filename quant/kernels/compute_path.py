@@ -4,8 +4,9 @@ with the reason in words for the loader's summary line.
 On CUDA GPUs of compute capability 8.0 or newer the Triton kernels also run (single-pass
 activation quantization and dequantization, and the few-rows kernel of small_m_linear.py: the
 adaLN modulation linears, at most SMALL_M_MAX_ROWS rows, take FP8 weights with unquantized
-activations on every path, more accurate there than FP8 x FP8 and no slower). Older GPUs, CPU
-and Apple use plain torch ops.
+activations on every path, more accurate there than FP8 x FP8 and no slower; on the row-wise FP8
+path, GELU and quantization before each MLP's fc2 in one kernel, gelu_quantize.py). Older GPUs,
+CPU and Apple use plain torch ops.
 """
 from dataclasses import dataclass
 
@@ -28,10 +29,17 @@ class ComputePath:
         return self.name != WEIGHT_ONLY
 
     @property
+    def gelu_quantize_kernel(self):
+        """Whether an MLP's fc2 takes its input's GELU and FP8 quantization from one kernel
+        (gelu_quantize.py)."""
+        return self.name == FP8_ROWWISE and self.triton_kernels
+
+    @property
     def summary(self):
         small = (f"; linears on <= {SMALL_M_MAX_ROWS} rows (adaLN modulation): FP8-weight kernel, "
                  f"unquantized activations" if self.triton_kernels else "")
-        return f"{self.name}: {self.reason}{small}"
+        gelu = "; MLP GELU and fc2's activation quantization in one kernel" if self.gelu_quantize_kernel else ""
+        return f"{self.name}: {self.reason}{small}{gelu}"
 
 
 def choose_compute_path(device_type: str, capability, torch_version, force_weight_only=False,

@@ -6,6 +6,8 @@ import torch
 
 from .compute_path import FP8_ROWWISE, FP8_TENSORWISE, ComputePath
 from .fp8_linear import dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, quantize_rows, weight_only_linear
+from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
+from .small_m_linear import small_m_linear_op, use_small_m_kernel
 
 
 def _eager_cuda_or(triton_fn, torch_fn):
@@ -18,16 +20,48 @@ def _eager_cuda_or(triton_fn, torch_fn):
     return dispatch
 
 
-def _low_rank_added(linear):
+def _low_rank_added(linear, activation=None):
+    """activation: what the layer applies to its input before the matmul, so the LoRA sees it too."""
     def with_low_rank(x, weight_fp8, weight_scale, bias, low_rank=None):
         out = linear(x, weight_fp8, weight_scale, bias)
-        return out if low_rank is None else low_rank.add_to(out, x)
+        if low_rank is None:
+            return out
+        return low_rank.add_to(out, x if activation is None else activation(x))
     return with_low_rank
 
 
-def linear_for(compute_path: ComputePath):
+def linear_for(compute_path: ComputePath, input_activation=None):
     """The model's linear: (input, fp8 weight, scale, bias, low_rank=None) -> output in the input's
-    dtype; low_rank: a LoRA kept beside the weight (quant.kernels.low_rank.LowRank)."""
+    dtype; low_rank: a LoRA kept beside the weight (quant.kernels.low_rank.LowRank).
+    input_activation: None, or GELU_TANH for a layer that applies tanh GELU to its input itself
+    (an MLP's fc2), fused into the activation quantization on the row-wise FP8 path."""
+    linear = _linear_for(compute_path)
+    if input_activation is None:
+        return linear
+    if input_activation != GELU_TANH:
+        raise ValueError(f"input_activation must be None or {GELU_TANH!r}, not {input_activation!r}")
+    if compute_path.name != FP8_ROWWISE:
+        return lambda x, weight_fp8, weight_scale, bias, low_rank=None: linear(
+            gelu_tanh(x), weight_fp8, weight_scale, bias, low_rank)
+
+    fused_op = gelu_quantize_rows_op() if compute_path.gelu_quantize_kernel else None
+
+    def gelu_quantize(x2d):
+        return fused_op(x2d) if fused_op is not None and x2d.is_cuda else gelu_quantize_rows(x2d)
+    fused = _low_rank_added(partial(fp8_linear_rowwise, quantize=gelu_quantize), activation=gelu_tanh)
+
+    def gelu_linear(x, weight_fp8, weight_scale, bias, low_rank=None):
+        if compute_path.triton_kernels and _few_rows(x):
+            return linear(gelu_tanh(x), weight_fp8, weight_scale, bias, low_rank)
+        return fused(x, weight_fp8, weight_scale, bias, low_rank)
+    return gelu_linear
+
+
+def _few_rows(x):
+    return use_small_m_kernel(x.reshape(-1, x.shape[-1]))
+
+
+def _linear_for(compute_path: ComputePath):
     quantize_activations, dequantize_weights = quantize_rows, dequantize
     if compute_path.triton_kernels:
         from .triton_kernels import dequantize_triton, quantize_rows_triton
@@ -42,7 +76,6 @@ def linear_for(compute_path: ComputePath):
     if not compute_path.triton_kernels:
         return many_rows
 
-    from .small_m_linear import small_m_linear_op, use_small_m_kernel
     fused_small_m = small_m_linear_op()
 
     @_low_rank_added
@@ -51,7 +84,7 @@ def linear_for(compute_path: ComputePath):
         return fused_small_m(x2d, weight_fp8, weight_scale, bias).reshape(*x.shape[:-1], weight_fp8.shape[0])
 
     def linear(x, weight_fp8, weight_scale, bias, low_rank=None):
-        if use_small_m_kernel(x.reshape(-1, x.shape[-1])):
+        if _few_rows(x):
             return small_m_linear(x, weight_fp8, weight_scale, bias, low_rank)
         return many_rows(x, weight_fp8, weight_scale, bias, low_rank)
     return linear

@@ -1,11 +1,22 @@
 """Single-pass Triton kernels for eager CUDA. torch's own ops take several passes over memory
 (abs-max, divide, cast; or cast, multiply) and cost as much as the GEMM they feed. Under
-torch.compile the plain-torch versions in fp8_linear.py are used: Inductor fuses them itself."""
+torch.compile the plain-torch versions in fp8_linear.py are used: Inductor fuses them itself;
+except GELU + quantization before an MLP's fc2, which Inductor does in two passes over each row
+and which runs here in both modes (gelu_quantize.py)."""
 import torch
 import triton
 import triton.language as tl
 
 from ..scales import FP8_DTYPE, FP8_MAX, MIN_SCALE
+
+
+@triton.jit
+def _store_quantized_row(x, row, cols, mask, out_ptr, scale_ptr, n_cols, FP8_MAX: tl.constexpr,
+                         MIN_SCALE: tl.constexpr):
+    scale = tl.maximum(tl.max(tl.abs(x), axis=0) / FP8_MAX, MIN_SCALE)
+    q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX)
+    tl.store(out_ptr + row * n_cols + cols, q.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(scale_ptr + row, scale)
 
 
 @triton.jit
@@ -16,24 +27,46 @@ def _quantize_rows_kernel(x_ptr, out_ptr, scale_ptr, n_cols, x_row_stride,
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
     x = tl.load(x_ptr + row * x_row_stride + cols, mask=mask, other=0.0).to(tl.float32)
-    scale = tl.maximum(tl.max(tl.abs(x), axis=0) / FP8_MAX, MIN_SCALE)
-    q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX)
-    tl.store(out_ptr + row * n_cols + cols, q.to(out_ptr.dtype.element_ty), mask=mask)
-    tl.store(scale_ptr + row, scale)
+    _store_quantized_row(x, row, cols, mask, out_ptr, scale_ptr, n_cols, FP8_MAX, MIN_SCALE)
 
 
-def quantize_rows_triton(x2d: torch.Tensor):
-    """Same result as fp8_linear.quantize_rows, for a CUDA tensor."""
+@triton.jit
+def _gelu_quantize_rows_kernel(x_ptr, out_ptr, scale_ptr, n_cols, x_row_stride,
+                               FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    x = tl.load(x_ptr + row * x_row_stride + cols, mask=mask, other=0.0).to(tl.float32)
+    # torch's tanh GELU, 0.5 x (1 + tanh(u)) with u = sqrt(2 / pi) (x + 0.044715 x^3), written as
+    # x * sigmoid(2 u): the same function, without the cancellation in 1 + tanh(u) for negative x,
+    # and with exp, which Triton's interpreter (the CPU tests) has where it has no tanh. Masked
+    # columns stay 0.
+    two_u = 1.5957691216057308 * (x + 0.044715 * x * x * x)
+    gelu = x / (1.0 + tl.exp(-two_u))
+    _store_quantized_row(gelu, row, cols, mask, out_ptr, scale_ptr, n_cols, FP8_MAX, MIN_SCALE)
+
+
+def _quantize_rows_with(kernel, x2d: torch.Tensor):
     rows, cols = x2d.shape
     if x2d.stride(1) != 1:
         x2d = x2d.contiguous()
     out = torch.empty((rows, cols), device=x2d.device, dtype=FP8_DTYPE)
     scale = torch.empty((rows, 1), device=x2d.device, dtype=torch.float32)
     block = triton.next_power_of_2(cols)
-    _quantize_rows_kernel[(rows,)](x2d, out, scale, cols, x2d.stride(0), FP8_MAX=FP8_MAX,
-                                   MIN_SCALE=MIN_SCALE, BLOCK=block,
-                                   num_warps=max(4, min(16, block // 512)))
+    kernel[(rows,)](x2d, out, scale, cols, x2d.stride(0), FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, BLOCK=block,
+                    num_warps=max(4, min(16, block // 512)))
     return out, scale
+
+
+def quantize_rows_triton(x2d: torch.Tensor):
+    """Same result as fp8_linear.quantize_rows, for a CUDA tensor."""
+    return _quantize_rows_with(_quantize_rows_kernel, x2d)
+
+
+def gelu_quantize_rows_triton(x2d: torch.Tensor):
+    """Same result as gelu_quantize.gelu_quantize_rows (GELU in fp32, then row-wise FP8), for a CUDA
+    tensor: one read of the input, one write of the fp8 values."""
+    return _quantize_rows_with(_gelu_quantize_rows_kernel, x2d)
 
 
 @triton.jit
