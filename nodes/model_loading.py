@@ -19,6 +19,7 @@ from ..quant.files.formats.model_files import read_model_header
 from ..quant.quantize import quantize_state_dict
 from ..quant.files.safetensors_file import read_tensors
 from ..quant.layouts.sd35_layout import VAE_PREFIX, read_contents
+from .mlp_gelu import move_gelu_into_fc2
 from .ops import make_fp8_ops
 
 
@@ -62,6 +63,7 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
                                   "dtype": compute_dtype})
     if model is None:
         raise SD35FP8Error(f"{source_name}: ComfyUI could not build an SD3 model from its MMDiT weights.")
+    move_gelu_into_fc2(model.model.diffusion_model)
     logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s", source_name, report.summary(model_name),
                  str(compute_dtype).replace("torch.", ""), compute_path.summary)
     return model, report, compute_path

@@ -15,6 +15,7 @@ import comfy.ops
 from comfy.ops import uncast_bias_weight
 
 from ..quant.kernels.compute_path import ComputePath
+from ..quant.kernels.gelu_quantize import GELU_TANH
 from ..quant.kernels.linear_dispatch import linear_for
 from ..quant.kernels.low_rank import lora_beside
 from .comfy_versions import cast_stored_weight, keep_stored_dtype, lora_side_path
@@ -23,6 +24,9 @@ from .comfy_versions import cast_stored_weight, keep_stored_dtype, lora_side_pat
 class FP8Linear(comfy.ops.manual_cast.Linear):
     compute_path: ComputePath  # set per model by make_fp8_ops
     compute_dtype: torch.dtype  # likewise
+    # GELU_TANH on an MLP's fc2 whose GELU the loader moved into it (nodes/mlp_gelu.py): the layer
+    # then takes the pre-activation input. Quantized layers only; not part of the state dict.
+    input_activation = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -48,8 +52,9 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         weight, bias, offload_stream = cast_stored_weight(self, input)
         # non_blocking: a blocking copy would synchronize the stream for every offloaded layer and
         # stall ComfyUI's weight streaming (low VRAM).
-        out = self.linear(input, weight, self.weight_scale.to(device=input.device, non_blocking=True), bias,
-                          lora_side_path(self, weight))
+        linear = self.linears[self.input_activation]
+        out = linear(input, weight, self.weight_scale.to(device=input.device, non_blocking=True), bias,
+                     lora_side_path(self, weight))
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
 
@@ -89,6 +94,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
 
 def make_fp8_ops(compute_path: ComputePath, compute_dtype: torch.dtype):
     """An operations class for one model: its Linear knows the model's compute path and dtype."""
+    linears = {activation: linear_for(compute_path, activation) for activation in (None, GELU_TANH)}
     linear = type("Linear", (FP8Linear,), {"compute_path": compute_path, "compute_dtype": compute_dtype,
-                                           "linear": staticmethod(linear_for(compute_path))})
+                                           "linears": linears})
     return type("FP8Ops", (comfy.ops.manual_cast,), {"Linear": linear})

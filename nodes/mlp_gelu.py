@@ -1,0 +1,30 @@
+"""Moves the GELU of each MMDiT MLP into its FP8 fc2, which then quantizes GELU(input) for its FP8
+matmul in one pass (quant/kernels/gelu_quantize.py) instead of reading back what a separate GELU wrote.
+
+ComfyUI's Mlp (comfy/ldm/modules/diffusionmodules/mmdit.py, the same in 0.3.75 and 0.33) runs
+fc1 -> act -> drop1 -> norm -> fc2; where act is the tanh GELU, drop1 and norm do nothing and fc2
+holds FP8 weights, act becomes an Identity and fc2 applies the GELU itself. Only modules without
+parameters change: the state dict (saving, LoRA keys) stays as it was.
+"""
+import torch
+from comfy.ldm.modules.diffusionmodules.mmdit import Mlp
+
+from ..quant.kernels.gelu_quantize import GELU_TANH
+from .ops import FP8Linear
+
+
+def _does_nothing(module):
+    return isinstance(module, torch.nn.Identity) or (isinstance(module, torch.nn.Dropout) and module.p == 0)
+
+
+def _gelu_can_move(mlp):
+    return (isinstance(mlp.act, torch.nn.GELU) and mlp.act.approximate == "tanh"
+            and isinstance(mlp.fc2, FP8Linear) and mlp.fc2.weight_scale is not None
+            and _does_nothing(mlp.drop1) and _does_nothing(mlp.norm))
+
+
+def move_gelu_into_fc2(diffusion_model: torch.nn.Module):
+    for mlp in diffusion_model.modules():
+        if isinstance(mlp, Mlp) and _gelu_can_move(mlp):
+            mlp.act = torch.nn.Identity()
+            mlp.fc2.input_activation = GELU_TANH
