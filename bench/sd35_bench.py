@@ -111,7 +111,8 @@ def one_forward(model, size, seed=0):
 # Inductor's kernels are named triton_{poi,red,per}_fused_<ops>, where <ops> may include
 # "_scaled_mm" or "mm" of a neighbour: name prefixes are checked before the GEMM needles.
 KERNEL_KINDS = (("triton: Inductor fused (elementwise, norms, quantization)", ("triton_",)),
-                ("triton: this pack's kernels", ("_quantize_rows_kernel", "_dequantize_kernel", "_small_m_linear_kernel")),
+                ("triton: this pack's kernels", ("_quantize_rows_kernel", "_gelu_quantize_rows_kernel", "_dequantize_kernel",
+                                                 "_small_m_linear_kernel")),
                 ("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
                 ("gemm", ("gemm", "xmma", "cutlass", "nvjet", "scaled_mm", "sm90", "cublas")))
 
