@@ -104,8 +104,9 @@ def test_custom_op_fake_output():
     assert scale.shape == (300, 1) and scale.dtype == torch.float32
 
 
-# The interpreter has no bf16: float16 here, bf16 on the GPU. 200 columns: one partial 256-wide
-# block (masked lanes must not reach the abs-max); a strided view (rows 300 apart); 256: a full block.
+# The interpreter has no bf16: float16 here, bf16 on the GPU. 200 columns: a 128-wide head and a
+# 128-wide tail, partly masked (masked lanes must not reach the abs-max); a strided view (rows 300
+# apart); 256: a head alone.
 _INTERPRETED = """
 import pack_import, torch
 from devtools.triton_interpreter import use_torch_fp8_rounding
