@@ -14,7 +14,7 @@ from devtools.numerics import fp8_steps_apart, relative_error
 from sd35_fp8.quant.kernels.compute_path import FP8_ROWWISE, FP8_TENSORWISE, WEIGHT_ONLY, ComputePath
 from sd35_fp8.quant.kernels.gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op
 from sd35_fp8.quant.kernels.linear_dispatch import linear_for
-from sd35_fp8.quant.kernels.low_rank import low_rank_factors
+from sd35_fp8.quant.kernels.low_rank import LowRank
 from sd35_fp8.quant.scales import MIN_SCALE, quantize_weight
 
 from .test_fp8_linear import FP8_MATMUL_BOUND, WEIGHT_ONLY_BOUND, layer, scaled_mm_on_cpu  # noqa: F401
@@ -67,9 +67,9 @@ def test_linear_applies_the_gelu_on_every_path(path, bound, triton_kernels):
 @pytest.mark.parametrize("path, bound", PATHS)
 def test_a_lora_beside_the_weight_sees_the_gelu(path, bound):
     weight, bias = layer()
-    lora = torch.randn(weight.shape[0], 8) @ torch.randn(8, weight.shape[1]) * 0.02
+    side = LowRank(torch.randn(weight.shape[0], 8) * 0.02, torch.randn(8, weight.shape[1]))
+    lora = side.up @ side.down
     weight_fp8, scale = quantize_weight(weight)
-    side = low_rank_factors(lora, tolerance=1e-6 * torch.linalg.matrix_norm(lora))
     linear = linear_for(ComputePath(path, "test"), GELU_TANH)
     x = hidden_activations()
     expected = gelu_fp64(x) @ (weight + lora).double().t() + bias.double()
