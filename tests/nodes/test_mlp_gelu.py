@@ -38,8 +38,9 @@ def test_each_fp8_fc2_applies_its_mlps_gelu_and_the_model_computes_the_same(pack
     assert len(mlps(model)) == MLPS
     for mlp in mlps(model):
         assert isinstance(mlp.act, torch.nn.Identity) and mlp.fc2.input_activation == GELU_TANH
-    quantized = {n for n, m in model.model.diffusion_model.named_modules() if getattr(m, "weight_scale", None) is not None}
-    assert {n + ".fc2" for n, m in model.model.diffusion_model.named_modules() if m in mlps(model)} <= quantized
+    modules = dict(model.model.diffusion_model.named_modules())
+    quantized = {n for n, m in modules.items() if getattr(m, "weight_scale", None) is not None}
+    assert {n + ".fc2" for n, m in modules.items() if m in mlps(model)} <= quantized
     # the state dict (saving, LoRA keys): the file's tensors and the scales, nothing else
     file_keys = set(mmdit_state_dict(variant, prefix=""))
     assert set(model.model.diffusion_model.state_dict()) == file_keys | {n + ".weight_scale" for n in quantized}
