@@ -80,8 +80,9 @@ def profile_one_step(model, args, positive, negative):
     one_step = argparse.Namespace(**{**vars(args), "steps": 1})
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         sample_timed(model, one_step, positive, negative)
+    # device events only: an aten op's device time is that of the kernels it launched, listed too
     events = sorted(((e.self_device_time_total / 1000, e.count, e.key[:120]) for e in prof.key_averages()
-                     if e.self_device_time_total > 0), reverse=True)
+                     if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0), reverse=True)
     return {"device_ms": round(sum(ms for ms, _, _ in events), 2),
             "top": [{"ms": round(ms, 2), "calls": calls, "name": name} for ms, calls, name in events[:15]]}
 
