@@ -53,8 +53,9 @@ def device_memory_in_use():
     return (total - free) / GIB
 
 
-def sample_timed(model, args, positive, negative):
-    """(latent, seconds per step after the first, device memory in use at most, sampled per step)."""
+def sample_timed(model, args, positive, negative, on_step=lambda: None):
+    """(latent, seconds per step after the first, device memory in use at most, sampled per step);
+    on_step: called after each step."""
     import comfy.sample
     latent = torch.zeros(1, 16, args.size // 8, args.size // 8)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(args.seed))
@@ -67,6 +68,7 @@ def sample_timed(model, args, positive, negative):
             times.append(now - last[0])
         last[0] = now
         in_use.append(device_memory_in_use())
+        on_step()
 
     with torch.inference_mode():  # as ComfyUI's executor runs every node
         out = comfy.sample.sample(model, noise, args.steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,
@@ -74,17 +76,28 @@ def sample_timed(model, args, positive, negative):
     return out, times, max(in_use)
 
 
-def profile_one_step(model, args, positive, negative):
-    """GPU time by kernel and host-to-device copies of one step (a 1-step sample)."""
-    from torch.profiler import ProfilerActivity, profile
-    one_step = argparse.Namespace(**{**vars(args), "steps": 1})
-    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
-        sample_timed(model, one_step, positive, negative)
-    # device events only: an aten op's device time is that of the kernels it launched, listed too
-    events = sorted(((e.self_device_time_total / 1000, e.count, e.key[:120]) for e in prof.key_averages()
-                     if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0), reverse=True)
-    return {"device_ms": round(sum(ms for ms, _, _ in events), 2),
-            "top": [{"ms": round(ms, 2), "calls": calls, "name": name} for ms, calls, name in events[:15]]}
+def profiled_per_step(run):
+    """run(on_step) under torch.profiler, one profiling cycle per sampling step: (run's result, one
+    summary per step: GPU time of device events, host-to-device copies, top kernels). What changes
+    from step to step (a slow stretch after a LoRA state change) shows here, not in one step's sum."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+    steps = []
+
+    def summarize(prof):
+        # device events only: an aten op's device time is that of the kernels it launched, listed too
+        events = [e for e in prof.key_averages()
+                  if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
+        copies = [e for e in events if e.key.startswith("Memcpy HtoD")]
+        top = sorted(events, key=lambda e: -e.self_device_time_total)[:6]
+        steps.append({"gpu_ms": round(sum(e.self_device_time_total for e in events) / 1000, 2),
+                      "htod_copies": sum(e.count for e in copies),
+                      "htod_ms": round(sum(e.self_device_time_total for e in copies) / 1000, 2),
+                      "top": [f"{e.self_device_time_total / 1000:.2f} ms, {e.count} calls: {e.key[:90]}" for e in top]})
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                 schedule=schedule(wait=0, warmup=0, active=1), on_trace_ready=summarize) as prof:
+        result = run(prof.step)
+    return result, steps
 
 
 def run_cell(variant, state_name, model, args, positive, negative):
@@ -92,10 +105,13 @@ def run_cell(variant, state_name, model, args, positive, negative):
     torch.cuda.reset_peak_memory_stats()
     try:
         with counted_factor_searches() as searches:
-            latent, times, in_use = sample_timed(model, args, positive, negative)
+            if f"{variant}:{state_name}" in args.profile:
+                # profiled while timed: the profiler's overhead is in this cell's step times
+                (latent, times, in_use), cell["profile_per_step"] = profiled_per_step(
+                    lambda on_step: sample_timed(model, args, positive, negative, on_step))
+            else:
+                latent, times, in_use = sample_timed(model, args, positive, negative)
         cell["factor_searches"] = searches[0]
-        if f"{variant}:{state_name}" in args.profile:
-            cell["profile"] = profile_one_step(model, args, positive, negative)
     except Exception as error:  # a cell that fails is a result: record it and go on
         cell.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(limit=8))
         print(json.dumps({k: v for k, v in cell.items() if k != "traceback"}), flush=True)
@@ -160,7 +176,7 @@ def main():
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", nargs="*", default=[],
-                        help="variant:state cells to profile one more step of, e.g. 'ours_fp8:one LoRA'")
+                        help="variant:state cells profiled step by step while timed, e.g. 'ours_fp8:LoRA removed'")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
