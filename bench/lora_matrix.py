@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import traceback
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ from devtools.comfy_host import import_comfy_in_process  # noqa: E402
 from devtools.factor_searches import counted_factor_searches  # noqa: E402
 from devtools.numerics import relative_error  # noqa: E402
 from devtools.random_lora import random_lora  # noqa: E402
+from devtools.step_accounting import step_accounting  # noqa: E402
 from sd35_fp8.quant.reports.report import GIB  # noqa: E402
 
 STATES = (("none", ()), ("one LoRA", (("a", 1.0),)), ("two stacked", (("a", 1.0), ("b", 1.0))),
@@ -85,8 +87,10 @@ def profiled_per_step(run):
 
     def summarize(prof):
         # device events only: an aten op's device time is that of the kernels it launched, listed too
+        # (the profiler's own ProfilerStep range is listed among them and spans the step: left out)
         events = [e for e in prof.key_averages()
-                  if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
+                  if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0
+                  and not e.key.startswith("ProfilerStep")]
         copies = [e for e in events if e.key.startswith("Memcpy HtoD")]
         top = sorted(events, key=lambda e: -e.self_device_time_total)[:6]
         steps.append({"gpu_ms": round(sum(e.self_device_time_total for e in events) / 1000, 2),
@@ -109,6 +113,9 @@ def run_cell(variant, state_name, model, args, positive, negative):
                 # profiled while timed: the profiler's overhead is in this cell's step times
                 (latent, times, in_use), cell["profile_per_step"] = profiled_per_step(
                     lambda on_step: sample_timed(model, args, positive, negative, on_step))
+            elif args.count:
+                with step_accounting() as (cell["count_per_step"], on_step):
+                    latent, times, in_use = sample_timed(model, args, positive, negative, on_step)
             else:
                 latent, times, in_use = sample_timed(model, args, positive, negative)
         cell["factor_searches"] = searches[0]
@@ -121,13 +128,32 @@ def run_cell(variant, state_name, model, args, positive, negative):
     return cell, latent
 
 
+@contextmanager
+def lora_added_after_gemm():
+    """Ours FP8 built as before the LoRA moved into the FP8 GEMM's epilogue: added to
+    torch._scaled_mm's output with one addmm_ (the variant ours_fp8_lora_after, an A/B in one process)."""
+    from sd35_fp8.quant.kernels import linear_dispatch
+    from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise
+
+    def added_after(x, weight_fp8, weight_scale, bias, low_rank, quantize, gemm):
+        return low_rank.add_to(fp8_linear_rowwise(x, weight_fp8, weight_scale, bias, quantize=quantize), x)
+    in_gemm = linear_dispatch.fp8_linear_rowwise_low_rank
+    linear_dispatch.fp8_linear_rowwise_low_rank = added_after
+    try:
+        yield
+    finally:
+        linear_dispatch.fp8_linear_rowwise_low_rank = in_gemm
+
+
 def run_variant(variant, weights, loras, args, positive, negative, references, compiled=False):
     import comfy.model_management
     comfy.model_management.unload_all_models()
     gc.collect()
     comfy.model_management.soft_empty_cache()
     started = time.perf_counter()
-    base = build(variant, weights)
+    lora_after = variant == "ours_fp8_lora_after"
+    with lora_added_after_gemm() if lora_after else nullcontext():
+        base = build("ours_fp8" if lora_after else variant, weights)
     load_s = round(time.perf_counter() - started, 1)
     if compiled:
         from comfy_api.torch_helpers import set_torch_compile_wrapper
@@ -171,12 +197,16 @@ def main():
     parser.add_argument("--dynamic-vram", action="store_true", help="turn DynamicVRAM on as ComfyUI 0.33's main.py does")
     parser.add_argument("--vram-cap-gib", type=float, default=0, help="ComfyUI's --reserve-vram leaving this much")
     parser.add_argument("--variants", help="comma-separated variants instead of the run's default set; "
-                        "ours_fp8_compiled is ours FP8 through TorchCompileModel's compile, without and with a LoRA")
+                        "ours_fp8_compiled is ours FP8 through TorchCompileModel's compile, without and with a LoRA; "
+                        "ours_fp8_lora_after adds the LoRA after the FP8 GEMM instead of in its epilogue")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", nargs="*", default=[],
                         help="variant:state cells profiled step by step while timed, e.g. 'ours_fp8:LoRA removed'")
+    parser.add_argument("--count", action="store_true",
+                        help="every cell: CPU time, garbage collections and ComfyUI staging calls per step "
+                             "(devtools/step_accounting.py)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -208,8 +238,8 @@ def main():
         cells, references = run_variant("stock_default", weights, loras, args, positive, negative, {})
         run["results"] += cells
         torch.save(references, references_file)
-    else:
-        references = torch.load(references_file)
+    else:  # without it (a run of chosen variants on a fresh machine) the cells carry no error
+        references = torch.load(references_file) if references_file.exists() else {}
     # written after every variant: a run stopped by a time limit keeps what it measured
     (args.out / name).write_text(json.dumps(run, indent=1))
     for variant in (v for v in variants if v != "stock_default"):

@@ -1,0 +1,72 @@
+"""Per sampling step: wall time, the process's CPU time, Python garbage collections and their time,
+and how often chosen ComfyUI functions ran, without a profiler (whose overhead hides a slow
+stretch of a few steps under DynamicVRAM). CPU time close to the wall time says a step is bound
+by the host; far below it, by the GPU or by waiting."""
+import gc
+import importlib
+import time
+from contextlib import contextmanager
+
+# (module, attribute path, counter name): the functions whose calls are counted per step; a
+# counter of a function returning a bool counts its False results (a VBAR weight not resident).
+COUNTED = (("comfy_aimdo.model_vbar", "vbar_signature_compare", "vbar_not_resident"),
+           ("comfy.lora", "calculate_weight", "lora_calculate_weight"),
+           ("comfy.float", "stochastic_rounding", "stochastic_rounding"),
+           ("comfy.model_patcher", "LowVramPatch.__call__", "lowvram_patch_calls"),
+           ("sd35_fp8.nodes.comfy_versions", "ScaledLowVramPatch.__call__", "scaled_patch_calls"))
+
+
+def _resolve(module_name, path):
+    try:
+        owner = importlib.import_module(module_name)
+    except ImportError:  # comfy_aimdo: ComfyUI 0.33 only
+        return None, None
+    *parents, name = path.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    return owner, name
+
+
+@contextmanager
+def step_accounting():
+    """Yields (steps, on_step): call on_step() after each step; steps gets one dict per step."""
+    counts, steps, restore = {}, [], []
+    for module_name, path, counter in COUNTED:
+        owner, name = _resolve(module_name, path)
+        if owner is None:
+            continue
+        original = getattr(owner, name)
+        counts[counter] = 0
+
+        def counted(*args, _original=original, _counter=counter, **kwargs):
+            result = _original(*args, **kwargs)
+            if result is not True:
+                counts[_counter] += 1
+            return result
+        setattr(owner, name, counted)
+        restore.append((owner, name, original))
+    gc_state = {"collections": 0, "seconds": 0.0, "started": 0.0}
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_state["started"] = time.perf_counter()
+        else:
+            gc_state["collections"] += 1
+            gc_state["seconds"] += time.perf_counter() - gc_state["started"]
+    gc.callbacks.append(on_gc)
+    last = [time.perf_counter(), time.process_time()]
+
+    def on_step():
+        wall, cpu = time.perf_counter(), time.process_time()
+        steps.append({"wall_s": round(wall - last[0], 4), "cpu_s": round(cpu - last[1], 4),
+                      "gc": gc_state["collections"], "gc_s": round(gc_state["seconds"], 4), **counts})
+        last[:] = [wall, cpu]
+        gc_state.update(collections=0, seconds=0.0)
+        for counter in counts:
+            counts[counter] = 0
+    try:
+        yield steps, on_step
+    finally:
+        gc.callbacks.remove(on_gc)
+        for owner, name, original in restore:
+            setattr(owner, name, original)

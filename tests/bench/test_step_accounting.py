@@ -1,0 +1,26 @@
+"""devtools/step_accounting.py with the real ComfyUI in-process: each step's counts are its own,
+and the counted functions are given back afterwards."""
+import gc
+
+import torch
+
+from devtools.comfy_host import import_comfy_in_process
+from devtools.step_accounting import step_accounting
+
+
+def test_each_step_counts_its_own_calls_and_collections():
+    import_comfy_in_process()
+    import comfy.float
+    original = comfy.float.stochastic_rounding
+    calls_per_step = (3, 0, 1)
+    with step_accounting() as (steps, on_step):
+        for calls in calls_per_step:
+            for seed in range(calls):
+                comfy.float.stochastic_rounding(torch.randn(4, 4), torch.float8_e4m3fn, seed=seed)
+            if calls == 1:
+                gc.collect()
+            on_step()
+    assert comfy.float.stochastic_rounding is original
+    assert [step["stochastic_rounding"] for step in steps] == list(calls_per_step)
+    assert steps[2]["gc"] >= 1
+    assert all(step["wall_s"] >= 0 and step["cpu_s"] >= 0 for step in steps)
