@@ -7,6 +7,7 @@ import torch
 from .compute_path import FP8_ROWWISE, FP8_TENSORWISE, ComputePath
 from .fp8_linear import dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, quantize_rows, weight_only_linear
 from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
+from .low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, pays_in_epilogue
 from .small_m_linear import small_m_linear_op, use_small_m_kernel
 
 
@@ -20,9 +21,13 @@ def _eager_cuda_or(triton_fn, torch_fn):
     return dispatch
 
 
-def _low_rank_added(linear, activation=None):
-    """activation: what the layer applies to its input before the matmul, so the LoRA sees it too."""
+def _low_rank_added(linear, activation=None, in_gemm=None):
+    """activation: what the layer applies to its input before the matmul, so the LoRA sees it too;
+    in_gemm: the linear with the LoRA inside its GEMM (low_rank_gemm.py), taken for CUDA inputs
+    where it pays."""
     def with_low_rank(x, weight_fp8, weight_scale, bias, low_rank=None):
+        if low_rank is not None and in_gemm is not None and x.is_cuda and pays_in_epilogue(weight_fp8):
+            return in_gemm(x, weight_fp8, weight_scale, bias, low_rank)
         out = linear(x, weight_fp8, weight_scale, bias)
         if low_rank is None:
             return out
@@ -68,7 +73,9 @@ def _linear_for(compute_path: ComputePath):
         quantize_activations = _eager_cuda_or(quantize_rows_triton, quantize_rows)
         dequantize_weights = _eager_cuda_or(dequantize_triton, dequantize)
     if compute_path.name == FP8_ROWWISE:
-        many_rows = _low_rank_added(partial(fp8_linear_rowwise, quantize=quantize_activations))
+        in_gemm = (partial(fp8_linear_rowwise_low_rank, quantize=quantize_activations, gemm=fp8_gemm_low_rank_op())
+                   if compute_path.triton_kernels else None)
+        many_rows = _low_rank_added(partial(fp8_linear_rowwise, quantize=quantize_activations), in_gemm=in_gemm)
     elif compute_path.name == FP8_TENSORWISE:
         many_rows = _low_rank_added(fp8_linear_tensorwise)
     else:
