@@ -1,11 +1,15 @@
 """Per sampling step: wall time, the process's CPU time, Python garbage collections and their time,
-and how often chosen ComfyUI functions ran, without a profiler (whose overhead hides a slow
-stretch of a few steps under DynamicVRAM). CPU time close to the wall time says a step is bound
-by the host; far below it, by the GPU or by waiting."""
+the memory torch's caching allocator holds on the GPU, and how often chosen ComfyUI functions ran,
+without a profiler (whose overhead hides a slow stretch of a few steps under DynamicVRAM). CPU time
+close to the wall time says a step is bound by the host; far below it, by the GPU or by waiting."""
 import gc
 import importlib
 import time
 from contextlib import contextmanager
+
+import torch
+
+_GIB = 2 ** 30
 
 # (module, attribute path, counter name): the functions whose calls are counted per step; a
 # counter of a function returning a bool counts its False results (a VBAR weight not resident).
@@ -56,10 +60,16 @@ def step_accounting():
     gc.callbacks.append(on_gc)
     last = [time.perf_counter(), time.process_time()]
 
+    def reserved_gib():
+        return round(torch.cuda.memory_reserved() / _GIB, 3) if torch.cuda.is_available() else 0.0
+
     def on_step():
         wall, cpu = time.perf_counter(), time.process_time()
         steps.append({"wall_s": round(wall - last[0], 4), "cpu_s": round(cpu - last[1], 4),
-                      "gc": gc_state["collections"], "gc_s": round(gc_state["seconds"], 4), **counts})
+                      "gc": gc_state["collections"], "gc_s": round(gc_state["seconds"], 4),
+                      # what it holds beyond the live tensors is VRAM DynamicVRAM cannot stage weights in
+                      "reserved_gib": reserved_gib(),
+                      **counts})
         last[:] = [wall, cpu]
         gc_state.update(collections=0, seconds=0.0)
         for counter in counts:

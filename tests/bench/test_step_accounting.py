@@ -23,4 +23,4 @@ def test_each_step_counts_its_own_calls_and_collections():
     assert comfy.float.stochastic_rounding is original
     assert [step["stochastic_rounding"] for step in steps] == list(calls_per_step)
     assert steps[2]["gc"] >= 1
-    assert all(step["wall_s"] >= 0 and step["cpu_s"] >= 0 for step in steps)
+    assert all(step["wall_s"] >= 0 and step["cpu_s"] >= 0 and step["reserved_gib"] >= 0 for step in steps)

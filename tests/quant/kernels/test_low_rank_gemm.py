@@ -95,11 +95,13 @@ from sd35_fp8.quant.kernels import triton_low_rank_gemm
 kernel = getattr(triton_low_rank_gemm, {kernel!r}).fn
 constants = dict(HAS_BIAS=True, RANK=16, BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8)
 operands = {operands!r}
-signature = dict(zip(inspect.signature(kernel.fn).parameters, [*operands, "*fp32", "*fp32", "*bf16", "*bf16", "*bf16",
-                                                              "*bf16", "i32", "i32", "i32"]), **dict.fromkeys(constants, "constexpr"))
 parameters = list(inspect.signature(kernel.fn).parameters)
-source = ASTSource(fn=kernel, signature=signature, constexprs={{(parameters.index(k),): v for k, v in constants.items()}})
-ptx = triton.compile(source, target=GPUTarget("cuda", {capability}, 32), options=dict(num_warps=8, num_stages=3)).asm["ptx"]
+types = [*operands, "*fp32", "*fp32", "*bf16", "*bf16", "*bf16", "*bf16", "i32", "i32", "i32"]
+signature = dict(zip(parameters, types), **dict.fromkeys(constants, "constexpr"))
+source = ASTSource(fn=kernel, signature=signature,
+                   constexprs={{(parameters.index(k),): v for k, v in constants.items()}})
+options = dict(num_warps=8, num_stages=3)
+ptx = triton.compile(source, target=GPUTarget("cuda", {capability}, 32), options=options).asm["ptx"]
 print(json.dumps(dict(wgmma="wgmma" in ptx, tma="cp.async.bulk.tensor" in ptx)))
 """
 
@@ -109,7 +111,8 @@ print(json.dumps(dict(wgmma="wgmma" in ptx, tma="cp.async.bulk.tensor" in ptx)))
 @pytest.mark.parametrize("kernel, operands, capability, wgmma, tma", [
     ("_fp8_gemm_low_rank_kernel", ["*fp8e4nv", "*fp8e4nv"], 89, False, False),
     ("_fp8_gemm_low_rank_kernel", ["*fp8e4nv", "*fp8e4nv"], 90, True, False),
-    ("_fp8_gemm_low_rank_tma_kernel", ["tensordesc<fp8e4nv[128, 128]>", "tensordesc<fp8e4nv[256, 128]>"], 90, True, True)])
+    ("_fp8_gemm_low_rank_tma_kernel", ["tensordesc<fp8e4nv[128, 128]>", "tensordesc<fp8e4nv[256, 128]>"], 90,
+     True, True)])
 def test_kernels_compile_for_ada_and_hopper(kernel, operands, capability, wgmma, tma):
     code = _GPU_COMPILED.format(kernel=kernel, operands=operands, capability=capability)
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=600, capture_output=True,
