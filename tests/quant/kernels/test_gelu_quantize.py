@@ -15,7 +15,7 @@ from sd35_fp8.quant.kernels.compute_path import FP8_ROWWISE, FP8_TENSORWISE, WEI
 from sd35_fp8.quant.kernels.gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op
 from sd35_fp8.quant.kernels.linear_dispatch import linear_for
 from sd35_fp8.quant.kernels.low_rank import LowRank
-from sd35_fp8.quant.scales import MIN_SCALE, quantize_weight
+from sd35_fp8.quant.scales import MIN_SCALE, absmax_scale, quantize_weight, quantize_with_scale
 
 from .test_fp8_linear import FP8_MATMUL_BOUND, WEIGHT_ONLY_BOUND, layer, scaled_mm_on_cpu  # noqa: F401
 
@@ -46,8 +46,13 @@ def test_reference_matches_fp64_gelu_row_by_row():
     gelu = gelu_fp64(x.bfloat16())
     assert scale[1] == MIN_SCALE and not x_fp8[1].float().any()
     assert relative_error(x_fp8.float() * scale, gelu) <= ROW_QUANTIZATION_BOUND
-    for row in (2, 32):  # zeros among the values; the negative row, scaled to its own tiny abs-max
-        assert relative_error(x_fp8[row].float() * scale[row], gelu[row]) <= ROW_QUANTIZATION_BOUND
+    # zeros among the values; the negative row, scaled to its own tiny abs-max. Each value is the fp64
+    # GELU rounded to e4m3 at the row's scale, up to one step where fp32's GELU lands across a rounding
+    # boundary (a bound on one row's L2 error would be a statistical one: 256 values exceed 3% at times).
+    for row in (2, 32):
+        torch.testing.assert_close(scale[row], absmax_scale(gelu[row].abs().amax(0, keepdim=True).float()), rtol=1e-6,
+                                   atol=0)
+        assert fp8_steps_apart(x_fp8[row], quantize_with_scale(gelu[row], scale[row])).max() <= 1
 
 
 @pytest.mark.parametrize("triton_kernels", [False, True])  # True: CPU tensors still take the reference
