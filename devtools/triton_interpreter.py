@@ -4,10 +4,24 @@ Triton's interpreter (3.8 and earlier) rounds a float to an fp8 mantissa without
 exponent: 124.0 becomes 64.0 instead of 128.0 in e4m3, and subnormals round differently, so
 about 2% of the values in a kernel's FP8 casts come out wrong. GPUs round to nearest even with
 the carry, as torch does; `use_torch_fp8_rounding()` makes the interpreter do the same for every
-conversion from or to an 8-bit float. Call it in the interpreted process before launching.
+conversion from or to an 8-bit float. Call it in the interpreted process before launching;
+`run_interpreted` starts such a process.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import torch
+
+from devtools.comfy_host import REPO
+
+
+def run_interpreted(code: str, timeout: int = 600):
+    """Runs `code` in a fresh Python from the repository with TRITON_INTERPRET=1 (Triton reads it at
+    import, so not in this process); the code saves what the test reads back."""
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=timeout,
+                   env={**os.environ, "TRITON_INTERPRET": "1"})
 
 
 def use_torch_fp8_rounding():

@@ -37,13 +37,19 @@ def weight_only_linear(x, weight_fp8, weight_scale, bias, low_rank=None, dequant
     return F.linear(x, weight, bias)
 
 
+def scale_per_output(weight_scale, out_features):
+    """A weight scale of shape (out, 1) per channel or () per tensor as one fp32 value per output,
+    contiguous, shape (out,)."""
+    return weight_scale.float().reshape(-1).expand(out_features).contiguous()
+
+
 def fp8_linear_rowwise(x, weight_fp8, weight_scale, bias, quantize=quantize_rows):
     """weight_scale: (out, 1) per channel or () per tensor; output in x.dtype."""
     x2d = x.reshape(-1, x.shape[-1])
     x_fp8, x_scale = quantize(x2d)
     out_features = weight_fp8.shape[0]
-    w_scale = weight_scale.float().reshape(-1, 1).expand(out_features, 1).reshape(1, out_features)
-    out = torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=w_scale.contiguous(),
+    w_scale = scale_per_output(weight_scale, out_features).reshape(1, out_features)
+    out = torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=w_scale,
                            bias=bias, out_dtype=x.dtype)
     return out.reshape(*x.shape[:-1], out_features)
 

@@ -17,6 +17,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .fp8_linear import scale_per_output
+
 _OP_NAME = "sd35_fp8::fp8_gemm_low_rank"
 # tl.dot's smallest inner dimension; ranks are padded with zeros to a power of two at least this.
 _MIN_RANK = 16
@@ -31,13 +33,19 @@ def fp8_gemm_low_rank_reference(x_fp8, x_scale, weight_fp8, weight_scale, bias, 
     return (out + low.float() @ up.float().t()).to(low.dtype)
 
 
+@cache
+def _has_tma(device_index):
+    # asked once per GPU, not on every call of the hot path
+    return torch.cuda.get_device_capability(device_index) >= (9, 0)
+
+
 def _gemm_impl(x_fp8: torch.Tensor, x_scale: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor,
                bias: Optional[torch.Tensor], low: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     from .triton_low_rank_gemm import fp8_gemm_low_rank_tma_triton, fp8_gemm_low_rank_triton
     # TMA (Hopper and newer) copies tiles asynchronously: 0.306 ms against 0.324 with plain loads
     # for Large's qkv on an H200; its tensors must start and have rows on 16-byte boundaries, as
     # _scaled_mm's must (a weight staged by ComfyUI could in principle sit elsewhere).
-    tma = (torch.cuda.get_device_capability(x_fp8.device) >= (9, 0) and x_fp8.shape[1] % 16 == 0
+    tma = (_has_tma(x_fp8.device.index) and x_fp8.shape[1] % 16 == 0
            and x_fp8.data_ptr() % 16 == 0 and weight_fp8.data_ptr() % 16 == 0)
     kernel = fp8_gemm_low_rank_tma_triton if tma else fp8_gemm_low_rank_triton
     return kernel(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up)
@@ -79,6 +87,5 @@ def fp8_linear_rowwise_low_rank(x, weight_fp8, weight_scale, bias, low_rank, qua
     if padding:
         low, up = F.pad(low, (0, padding)), F.pad(up, (0, padding))
     out_features = weight_fp8.shape[0]
-    w_scale = weight_scale.float().reshape(-1).expand(out_features).contiguous()
-    out = gemm(x_fp8, x_scale, weight_fp8, w_scale, bias, low, up)
+    out = gemm(x_fp8, x_scale, weight_fp8, scale_per_output(weight_scale, out_features), bias, low, up)
     return out.reshape(*x.shape[:-1], out_features)

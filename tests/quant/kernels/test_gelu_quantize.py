@@ -1,16 +1,13 @@
 """GELU + row-wise FP8 quantization before an MLP's fc2: the reference against fp64, the linear that
 applies the GELU itself on every compute path (CPU kernels), and the Triton kernel run on the CPU by
 Triton's interpreter against the reference (tests/gpu runs it compiled, in bf16 and at SD3.5's sizes)."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from devtools.comfy_host import REPO
 from devtools.numerics import fp8_steps_apart, relative_error
+from devtools.triton_interpreter import run_interpreted
 from sd35_fp8.quant.kernels.compute_path import FP8_ROWWISE, FP8_TENSORWISE, WEIGHT_ONLY, ComputePath
 from sd35_fp8.quant.kernels.gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op
 from sd35_fp8.quant.kernels.linear_dispatch import linear_for
@@ -131,8 +128,7 @@ torch.save([(x, *gelu_quantize_rows_triton(x)) for x in inputs], {path!r})
 def test_interpreted_kernel_matches_reference(tmp_path):
     pytest.importorskip("triton", reason="Triton is not installed")
     path = tmp_path / "runs.pt"
-    subprocess.run([sys.executable, "-c", _INTERPRETED.format(path=str(path))], cwd=REPO, check=True, timeout=300,
-                   env={**os.environ, "TRITON_INTERPRET": "1"})
+    run_interpreted(_INTERPRETED.format(path=str(path)), timeout=300)
     for x, x_fp8, scale in torch.load(path):
         reference, reference_scale = gelu_quantize_rows(x)
         torch.testing.assert_close(scale, reference_scale, rtol=1e-6, atol=0)

@@ -3,7 +3,6 @@ interpreter against the fp32 reference, and the linear built on it against the p
 fp64 (the reference GEMM standing in for the kernel on CPU). tests/gpu runs the kernel compiled,
 at SD3.5's sizes, eager and under torch.compile."""
 import json
-import os
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import torch
 
 from devtools.comfy_host import REPO
 from devtools.numerics import relative_error
+from devtools.triton_interpreter import run_interpreted
 from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
 from sd35_fp8.quant.kernels.low_rank import LowRank
 from sd35_fp8.quant.kernels.low_rank_gemm import (fp8_gemm_low_rank_reference, fp8_linear_rowwise_low_rank,
@@ -49,8 +49,7 @@ torch.save(dict(x_fp8=x_fp8, x_scale=x_scale, weight_fp8=weight_fp8, w_scale=w_s
 def test_interpreted_kernel_matches_reference(tmp_path, m, k, n, rank, has_bias):
     path = tmp_path / "out.pt"
     code = _INTERPRETED.format(seed=m, m=m, k=k, n=n, rank=rank, has_bias=has_bias, path=str(path))
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=600,
-                   env={**os.environ, "TRITON_INTERPRET": "1"})
+    run_interpreted(code)
     run = torch.load(path)
     reference = fp8_gemm_low_rank_reference(run["x_fp8"], run["x_scale"], run["weight_fp8"], run["w_scale"],
                                             run["bias"], run["low"], run["up"])

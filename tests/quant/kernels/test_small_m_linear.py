@@ -1,15 +1,12 @@
 """The few-rows FP8-weight kernel's arithmetic (tiling, masks, scale and bias epilogue), run on
 the CPU by Triton's interpreter; tests/gpu runs the compiled kernel (bf16 too: the interpreter
 has no bf16)."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from devtools.comfy_host import REPO
 from devtools.numerics import relative_error
+from devtools.triton_interpreter import run_interpreted
 from sd35_fp8.quant.kernels.small_m_linear import SMALL_M_MAX_ROWS, small_m_linear_reference, use_small_m_kernel
 
 pytest.importorskip("triton", reason="Triton is not installed")
@@ -37,8 +34,7 @@ torch.save(dict(x=x, weight_fp8=weight_fp8, scale=scale, bias=bias, out=out), {p
 def test_interpreted_kernel_matches_reference(tmp_path, m, k, n, per_channel, has_bias):
     path = tmp_path / "out.pt"
     code = _INTERPRETED.format(seed=m, m=m, k=k, n=n, per_channel=per_channel, has_bias=has_bias, path=str(path))
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300,
-                   env={**os.environ, "TRITON_INTERPRET": "1"})
+    run_interpreted(code, timeout=300)
     run = torch.load(path)
     reference = small_m_linear_reference(run["x"].float(), run["weight_fp8"], run["scale"],
                                          None if run["bias"] is None else run["bias"].float())
