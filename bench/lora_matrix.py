@@ -8,7 +8,8 @@ what LoraLoader calls) and sampling (comfy.sample.sample).
 
 For each variant the LoRA states run in this order on the same loaded model, after one untimed run
 that stages the weights (and compiles): none, one LoRA, two stacked, the first at another strength,
-none again (the LoRA removed). Every latent error is
+none again (the LoRA removed); with --rounds N the five states run N times in turn. After each
+sampling comes what ComfyUI's executor does after a node (devtools/comfy_host.after_node). Every latent error is
 against stock default with the same LoRA state; a run without --vram-cap-gib computes those
 references and saves them (DIR/references_<label>.pt) for the capped run of the same host.
 SD3.5 Large shapes, random weights; two random rank-16 LoRAs on every joint block's qkv and fc1.
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 from bench.sd35_bench import CFG, SAMPLER, build, conditioning, random_weights  # noqa: E402
-from devtools.comfy_host import import_comfy_in_process  # noqa: E402
+from devtools.comfy_host import after_node, import_comfy_in_process  # noqa: E402
 from devtools.factor_searches import counted_factor_searches  # noqa: E402
 from devtools.numerics import relative_error  # noqa: E402
 from devtools.random_lora import random_lora  # noqa: E402
@@ -55,26 +56,28 @@ def device_memory_in_use():
     return (total - free) / GIB
 
 
-def sample_timed(model, args, positive, negative, on_step=lambda: None):
+def sample_timed(model, args, positive, negative, on_step=lambda issued_at: None):
     """(latent, seconds per step after the first, device memory in use at most, sampled per step);
-    on_step: called after each step."""
+    on_step(issued_at): called after each step. Ends with what ComfyUI's executor does after a node."""
     import comfy.sample
     latent = torch.zeros(1, 16, args.size // 8, args.size // 8)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(args.seed))
     times, in_use, last = [], [], [None]
 
     def callback(step, x0, x, total):
+        issued_at = time.perf_counter()
         torch.cuda.synchronize()
         now = time.perf_counter()
         if last[0] is not None:
             times.append(now - last[0])
         last[0] = now
         in_use.append(device_memory_in_use())
-        on_step()
+        on_step(issued_at)
 
     with torch.inference_mode():  # as ComfyUI's executor runs every node
         out = comfy.sample.sample(model, noise, args.steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,
                                   seed=args.seed, callback=callback, disable_pbar=True)
+    after_node()
     return out, times, max(in_use)
 
 
@@ -112,7 +115,7 @@ def run_cell(variant, state_name, model, args, positive, negative):
             if f"{variant}:{state_name}" in args.profile:
                 # profiled while timed: the profiler's overhead is in this cell's step times
                 (latent, times, in_use), cell["profile_per_step"] = profiled_per_step(
-                    lambda on_step: sample_timed(model, args, positive, negative, on_step))
+                    lambda on_step: sample_timed(model, args, positive, negative, lambda issued_at: on_step()))
             elif args.count:
                 with step_accounting() as (cell["count_per_step"], on_step):
                     latent, times, in_use = sample_timed(model, args, positive, negative, on_step)
@@ -145,6 +148,26 @@ def lora_added_after_gemm():
         linear_dispatch.fp8_linear_rowwise_low_rank = in_gemm
 
 
+def _add_round(cell, again, latent, latents):
+    """Folds a later round of the same LoRA state into its cell: s/step becomes the median of the
+    rounds' medians (the host's speed drifts over minutes on the lent machines; rounds spread every
+    state over that drift alike), and the round must give the first round's latent bit for bit."""
+    if "error" in again or "error" in cell:
+        cell.setdefault("errors_in_later_rounds", []).append(again.get("error", "first round failed"))
+        return
+    cell.setdefault("s_per_step_rounds", [cell["s_per_step"]]).append(again["s_per_step"])
+    cell["s_per_step"] = round(statistics.median(cell["s_per_step_rounds"]), 4)
+    if "count_per_step" in again:
+        cell.setdefault("count_per_step_later_rounds", []).append(again["count_per_step"])
+    if cell["lora"] in latents:
+        same = torch.equal(latent, latents[cell["lora"]])
+        cell["same_latent_every_round"] = cell.get("same_latent_every_round", True) and same
+    if cell["lora"] == "LoRA removed" and "none" in latents:
+        cell["bit_equal_to_none"] = cell.get("bit_equal_to_none", True) and torch.equal(latent, latents["none"])
+    print(json.dumps({"variant": cell["variant"], "lora": cell["lora"], "round": len(cell["s_per_step_rounds"]),
+                      "s_per_step": again["s_per_step"]}), flush=True)
+
+
 def run_variant(variant, weights, loras, args, positive, negative, references, compiled=False):
     import comfy.model_management
     comfy.model_management.unload_all_models()
@@ -163,25 +186,29 @@ def run_variant(variant, weights, loras, args, positive, negative, references, c
     states = STATES[:2] if compiled or variant == "stock_fp8" else STATES
     # The first run after a load stages weights (and compiles): timed apart, so "none" is the steady state.
     first_run, _ = run_cell(variant, "first run after load", base, args, positive, negative)
-    cells, latents = [], {}
-    for state_name, state in states:
-        cell, latent = run_cell(variant, state_name, with_loras(base, loras, state), args, positive, negative)
-        cell.update(load_s=load_s, compiled=compiled)
-        if state_name == "none":
-            cell["first_run_s_per_step"] = first_run.get("s_per_step", first_run.get("error"))
-        if latent is not None:
-            latents[state_name] = latent
-            reference = references.get(state_name)
-            if reference is not None:
-                cell["latent_error"] = round(relative_error(latent, reference), 4)
-            if state_name == "LoRA removed" and "none" in latents:
-                cell["bit_equal_to_none"] = torch.equal(latent, latents["none"])
-        if compiled:
-            cell["recompiles"] = int(sum(torch._dynamo.utils.counters["recompiles"].values()))
-        print(json.dumps({k: v for k, v in cell.items() if k != "step_times"}), flush=True)
-        cells.append(cell)
+    cells, latents = {}, {}
+    for round_index in range(1 if compiled else args.rounds):
+        for state_name, state in states:
+            cell, latent = run_cell(variant, state_name, with_loras(base, loras, state), args, positive, negative)
+            if round_index:
+                _add_round(cells[state_name], cell, latent, latents)
+                continue
+            cell.update(load_s=load_s, compiled=compiled)
+            if state_name == "none":
+                cell["first_run_s_per_step"] = first_run.get("s_per_step", first_run.get("error"))
+            if latent is not None:
+                latents[state_name] = latent
+                reference = references.get(state_name)
+                if reference is not None:
+                    cell["latent_error"] = round(relative_error(latent, reference), 4)
+                if state_name == "LoRA removed" and "none" in latents:
+                    cell["bit_equal_to_none"] = torch.equal(latent, latents["none"])
+            if compiled:
+                cell["recompiles"] = int(sum(torch._dynamo.utils.counters["recompiles"].values()))
+            print(json.dumps({k: v for k, v in cell.items() if k != "step_times"}), flush=True)
+            cells[state_name] = cell
     del base
-    return cells, latents
+    return list(cells.values()), latents
 
 
 def total_gpu_memory_gib():
@@ -202,6 +229,9 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the LoRA states this many times in turn on the same model; s/step is the "
+                             "median of the rounds' medians")
     parser.add_argument("--profile", nargs="*", default=[],
                         help="variant:state cells profiled step by step while timed, e.g. 'ours_fp8:LoRA removed'")
     parser.add_argument("--count", action="store_true",

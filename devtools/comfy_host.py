@@ -72,3 +72,19 @@ def _enable_dynamic_vram(args):
         raise RuntimeError("comfy-aimdo could not start on this GPU: DynamicVRAM cannot be turned on")
     comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
     comfy.memory_management.aimdo_enabled = True
+
+
+def after_node():
+    """What ComfyUI's executor does after every node while DynamicVRAM is on (0.33 execution.py):
+    empties the cast buffers and torch's cache, drops the prefetch queues and resets comfy-aimdo's
+    watermark limits, which memory pressure during the node lowered. In-process runs call it
+    between samplings as a server would between prompts; nothing to do without DynamicVRAM."""
+    memory_management = sys.modules.get("comfy.memory_management")  # 0.33 and later
+    if memory_management is None or not memory_management.aimdo_enabled:
+        return
+    import comfy.model_management
+    import comfy.model_prefetch
+    import comfy_aimdo.model_vbar
+    comfy.model_management.reset_cast_buffers()
+    comfy.model_prefetch.cleanup_prefetch_queues()
+    comfy_aimdo.model_vbar.vbars_reset_watermark_limits()

@@ -1,10 +1,13 @@
-"""Per sampling step: wall time, the process's CPU time, Python garbage collections and their time,
-the memory torch's caching allocator holds on the GPU, and how often chosen ComfyUI functions ran,
-without a profiler (whose overhead hides a slow stretch of a few steps under DynamicVRAM). CPU time
-close to the wall time says a step is bound by the host; far below it, by the GPU or by waiting."""
+"""Per sampling step: wall time, the host's time to issue the step, the process's CPU time, Python
+garbage collections and their time, synchronizations the host waited on, the memory torch's caching
+allocator holds on the GPU and its device allocations, and how often chosen ComfyUI functions ran,
+without a profiler (whose overhead hides a slow stretch of a few steps under DynamicVRAM).
+An issue time close to the wall time, with no synchronizations, says a step is bound by the host
+(the GPU waited for work); far below it, by the GPU."""
 import gc
 import importlib
 import time
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -33,7 +36,9 @@ def _resolve(module_name, path):
 
 @contextmanager
 def step_accounting():
-    """Yields (steps, on_step): call on_step() after each step; steps gets one dict per step."""
+    """Yields (steps, on_step): call on_step(issued_at) after each step, issued_at: time.perf_counter()
+    when the host had queued the step's work, before it waited for the GPU; steps gets one dict per
+    step."""
     counts, steps, restore = {}, [], []
     for module_name, path, counter in COUNTED:
         owner, name = _resolve(module_name, path)
@@ -58,25 +63,41 @@ def step_accounting():
             gc_state["collections"] += 1
             gc_state["seconds"] += time.perf_counter() - gc_state["started"]
     gc.callbacks.append(on_gc)
-    last = [time.perf_counter(), time.process_time()]
+    cuda = torch.cuda.is_available()
+    last = [time.perf_counter(), time.process_time(), _device_allocations(cuda)]
 
-    def reserved_gib():
-        return round(torch.cuda.memory_reserved() / _GIB, 3) if torch.cuda.is_available() else 0.0
-
-    def on_step():
-        wall, cpu = time.perf_counter(), time.process_time()
-        steps.append({"wall_s": round(wall - last[0], 4), "cpu_s": round(cpu - last[1], 4),
+    def on_step(issued_at=None):
+        wall, cpu, allocations = time.perf_counter(), time.process_time(), _device_allocations(cuda)
+        steps.append({"wall_s": round(wall - last[0], 4),
+                      "issue_s": round((wall if issued_at is None else issued_at) - last[0], 4),
+                      "cpu_s": round(cpu - last[1], 4),
                       "gc": gc_state["collections"], "gc_s": round(gc_state["seconds"], 4),
+                      "syncs": sum("synchronizing" in str(w.message) for w in synchronizations),
                       # what it holds beyond the live tensors is VRAM DynamicVRAM cannot stage weights in
-                      "reserved_gib": reserved_gib(),
+                      "reserved_gib": round(torch.cuda.memory_reserved() / _GIB, 3) if cuda else 0.0,
+                      "device_allocations": allocations - last[2],
                       **counts})
-        last[:] = [wall, cpu]
+        last[:] = [wall, cpu, allocations]
         gc_state.update(collections=0, seconds=0.0)
+        synchronizations.clear()
         for counter in counts:
             counts[counter] = 0
+    sync_mode = torch.cuda.get_sync_debug_mode() if cuda else 0
     try:
-        yield steps, on_step
+        with warnings.catch_warnings(record=True) as synchronizations:
+            # torch warns at every operation that makes the host wait for the GPU
+            warnings.simplefilter("always")
+            if cuda:
+                torch.cuda.set_sync_debug_mode("warn")
+            yield steps, on_step
     finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode(sync_mode)
         gc.callbacks.remove(on_gc)
         for owner, name, original in restore:
             setattr(owner, name, original)
+
+
+def _device_allocations(cuda):
+    """How many times torch's caching allocator has asked the driver for memory (cudaMalloc)."""
+    return torch.cuda.memory_stats().get("num_device_alloc", 0) if cuda else 0

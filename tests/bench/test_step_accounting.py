@@ -1,6 +1,7 @@
 """devtools/step_accounting.py with the real ComfyUI in-process: each step's counts are its own,
 and the counted functions are given back afterwards."""
 import gc
+import time
 
 import torch
 
@@ -24,3 +25,16 @@ def test_each_step_counts_its_own_calls_and_collections():
     assert [step["stochastic_rounding"] for step in steps] == list(calls_per_step)
     assert steps[2]["gc"] >= 1
     assert all(step["wall_s"] >= 0 and step["cpu_s"] >= 0 and step["reserved_gib"] >= 0 for step in steps)
+
+
+def test_issue_time_ends_where_the_host_had_queued_the_step():
+    with step_accounting() as (steps, on_step):
+        time.sleep(0.05)
+        issued_at = time.perf_counter()
+        time.sleep(0.05)
+        on_step(issued_at)
+        on_step()
+    queued_then_waited, no_wait = steps
+    assert 0.05 <= queued_then_waited["issue_s"] <= queued_then_waited["wall_s"] - 0.05
+    assert no_wait["issue_s"] == no_wait["wall_s"]
+    assert queued_then_waited["syncs"] == 0 and queued_then_waited["device_allocations"] == 0
