@@ -58,7 +58,7 @@ def low_rank_factors(difference: torch.Tensor, tolerance: float, max_rank: int =
     if rank > max_rank:
         return None
     up, down = (basis @ u[:, :rank]) * singular[:rank], vh[:rank]
-    if torch.linalg.matrix_norm(difference - up @ down) > tolerance:
+    if torch.linalg.matrix_norm(torch.addmm(difference, up, down, alpha=-1)) > tolerance:
         return None
     return LowRank(up.contiguous(), down.contiguous())
 
