@@ -1,13 +1,16 @@
 """Per sampling step: wall time, the host's time to issue the step, the process's CPU time, Python
-garbage collections and their time, synchronizations the host waited on, the memory torch's caching
-allocator holds on the GPU and its device allocations, and how often chosen ComfyUI functions ran,
-without a profiler (whose overhead hides a slow stretch of a few steps under DynamicVRAM).
-An issue time close to the wall time, with no synchronizations, says a step is bound by the host
-(the GPU waited for work); far below it, by the GPU."""
+garbage collections and their time, the memory torch's caching allocator holds on the GPU and its
+device allocations, and how often chosen ComfyUI functions ran, without a profiler (whose overhead
+hides a slow stretch of a few steps under DynamicVRAM). An issue time close to the wall time says a
+step is bound by the host (the GPU waited for work), or that the host waited on the GPU inside it;
+far below it, bound by the GPU.
+
+Synchronizations are not counted: torch's sync debug mode, which warns at each, took 5-19 s for the
+first step after a LoRA state change without DynamicVRAM (1500-2900 warnings in that step),
+which spent a whole GPU call's time limit on the lent machine (H200, 2026-12-01)."""
 import gc
 import importlib
 import time
-import warnings
 from contextlib import contextmanager
 
 import torch
@@ -72,27 +75,17 @@ def step_accounting():
                       "issue_s": round((wall if issued_at is None else issued_at) - last[0], 4),
                       "cpu_s": round(cpu - last[1], 4),
                       "gc": gc_state["collections"], "gc_s": round(gc_state["seconds"], 4),
-                      "syncs": sum("synchronizing" in str(w.message) for w in synchronizations),
                       # what it holds beyond the live tensors is VRAM DynamicVRAM cannot stage weights in
                       "reserved_gib": round(torch.cuda.memory_reserved() / _GIB, 3) if cuda else 0.0,
                       "device_allocations": allocations - last[2],
                       **counts})
         last[:] = [wall, cpu, allocations]
         gc_state.update(collections=0, seconds=0.0)
-        synchronizations.clear()
         for counter in counts:
             counts[counter] = 0
-    sync_mode = torch.cuda.get_sync_debug_mode() if cuda else 0
     try:
-        with warnings.catch_warnings(record=True) as synchronizations:
-            # torch warns at every operation that makes the host wait for the GPU
-            warnings.simplefilter("always")
-            if cuda:
-                torch.cuda.set_sync_debug_mode("warn")
-            yield steps, on_step
+        yield steps, on_step
     finally:
-        if cuda:
-            torch.cuda.set_sync_debug_mode(sync_mode)
         gc.callbacks.remove(on_gc)
         for owner, name, original in restore:
             setattr(owner, name, original)

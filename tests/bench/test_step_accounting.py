@@ -37,4 +37,4 @@ def test_issue_time_ends_where_the_host_had_queued_the_step():
     queued_then_waited, no_wait = steps
     assert 0.05 <= queued_then_waited["issue_s"] <= queued_then_waited["wall_s"] - 0.05
     assert no_wait["issue_s"] == no_wait["wall_s"]
-    assert queued_then_waited["syncs"] == 0 and queued_then_waited["device_allocations"] == 0
+    assert queued_then_waited["device_allocations"] == 0
