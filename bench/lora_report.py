@@ -94,7 +94,7 @@ def verdicts(runs):
     rows = [(f"latent error with a LoRA within {ERROR_GROWTH} of the same variant without", growth),
             ("LoRA removed gives the unpatched output bit for bit", removed),
             (f"a LoRA costs at most {LORA_COST:.0%} s/step", cost),
-            (f"the same, fastest round against fastest round (tables with rounds)", cost_fastest),
+            ("the same, fastest round against fastest round (tables with rounds)", cost_fastest),
             ("under the 8 GiB cap, ours FP8 no slower than stock fp8_e4m3fn (first run, none, one LoRA)", cap_speed)]
     lines = [*table_head("criterion", "cells that hold")]
     lines += [f"| {name} | {sum(held)} of {len(held)} |" for name, held in rows]

@@ -31,10 +31,12 @@ def run_table(run, title):
              f"(batch {run['batch']}), {run['sampler']}, {run['steps']} steps"
              + (f", GPU memory capped at {run['vram_cap_gib']:g} GiB" if run.get("vram_cap_gib") else "")
              + f". `{run['command']}`" + (f" Note: {run['note']}" if run.get("note") else ""), "",
-             *table_head("variant", "mode", "s/step", "peak GiB", "model GiB", "load s", "compile+warm-up s",
-                         "forward error", "latent error", "weights dtype")]
+             *table_head("variant", "mode", "s/step", "host s/step to queue it", "peak GiB", "model GiB", "load s",
+                         "compile+warm-up s", "forward error", "latent error", "weights dtype")]
     for r in run["results"]:
-        lines.append(f"| {LABELS[r['variant']]} | {r['mode']} | {r['s_per_step']:.4f} | {r['peak_gib']:.2f} | "
+        # recorded since the fifth session: close to s/step, the step was bound by the host
+        queued = f"{r['host_issue_s_per_step']:.4f}" if "host_issue_s_per_step" in r else ""
+        lines.append(f"| {LABELS[r['variant']]} | {r['mode']} | {r['s_per_step']:.4f} | {queued} | {r['peak_gib']:.2f} | "
                      f"{r['model_gib']:.2f} | {r['load_s']:.1f} | {r['warmup_s']:.1f} | {r.get('forward_error', '')} | "
                      f"{r['latent_error']} | {r['dtype']} |")
     profiled = [r for r in run["results"] if "profile" in r]

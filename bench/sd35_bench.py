@@ -77,17 +77,22 @@ def synchronize():
         torch.cuda.synchronize()
 
 
-def sample(model, size, steps, seed, positive, negative, step_times):
+def sample(model, size, steps, seed, positive, negative, step_times, issue_times=None):
+    """issue_times, if given, gets for each step after the first how long the host took to queue it
+    (before waiting for the GPU): close to its step time, the step was bound by the host."""
     import comfy.sample
     latent = torch.zeros(1, 16, size // 8, size // 8)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
     last = [None]
 
     def callback(step, x0, x, total):
+        queued = time.perf_counter()
         synchronize()
         now = time.perf_counter()
         if last[0] is not None:
             step_times.append(now - last[0])
+            if issue_times is not None:
+                issue_times.append(queued - last[0])
         last[0] = now
 
     synchronize()
@@ -196,9 +201,10 @@ def run_variant(variant, mode, weights, args, positive, negative, references):
     result["warmup_s"] = round(time.perf_counter() - started, 1)
     torch._dynamo.utils.counters.clear()
     torch.cuda.reset_peak_memory_stats()
-    step_times = []
-    latent = sample(model, args.size, args.steps, args.seed, positive, negative, step_times)
+    step_times, issue_times = [], []
+    latent = sample(model, args.size, args.steps, args.seed, positive, negative, step_times, issue_times)
     result.update(s_per_step=round(statistics.median(step_times), 4), step_times=[round(t, 4) for t in step_times],
+                  host_issue_s_per_step=round(statistics.median(issue_times), 4),
                   peak_gib=round(torch.cuda.max_memory_allocated() / GIB, 2),
                   recompiles=int(sum(torch._dynamo.utils.counters["recompiles"].values())),
                   model_gib=round(model.model_size() / GIB, 2))
