@@ -52,11 +52,13 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
                 low_rank = lora_beside(stored, layer.weight_scale, self._patched(stored, torch.float32),
                                        layer.compute_dtype)
                 layer.sd35_side_path_found = (entries, low_rank)
-                if stored.is_cuda:
+                if stored.is_cuda and not torch.compiler.is_compiling():
                     # The search's fp32 copies of the weight (several hundred MB for SD3.5 Large's
                     # fc1) would stay in torch's cache for the whole run: under an 8 GiB cap with
                     # DynamicVRAM on an H200 that left 30-40 more of Large's weights to stage per step
                     # with a LoRA than without (bench/results/lora_033_DynamicVRAM_cap8.json).
+                    # Not while TorchCompileModel traces the layer, whose LoRA run was measured
+                    # without this call.
                     torch.cuda.empty_cache()
             self.sd35_low_rank = low_rank
         return self.sd35_low_rank
