@@ -31,12 +31,9 @@ ROWS, FEATURES, RANK = 32, 256, 16
 def linears(device):
     """{variant: module} of one FEATURES x FEATURES linear each, as ComfyUI builds them."""
     import comfy.model_management
-    import comfy.model_patcher
     import comfy.ops
-    import comfy.weight_adapter
-    from sd35_fp8.nodes.ops import make_fp8_ops
+    from devtools.fp8_layer import fp8_linear, lowvram_lora
     from sd35_fp8.quant.kernels.compute_path import choose_compute_path
-    from sd35_fp8.quant.scales import quantize_weight
     dtype = torch.bfloat16
     weight = torch.randn(FEATURES, FEATURES, device=device) * 0.02
     bias = torch.zeros(FEATURES, device=device, dtype=dtype)
@@ -54,18 +51,11 @@ def linears(device):
         name = f"ours {path.name}"
         if name in modules:
             continue
-        layer = make_fp8_ops(path, dtype).Linear(FEATURES, FEATURES, device=device, dtype=dtype)
-        weight_fp8, scale = quantize_weight(weight)
-        layer.load_state_dict({"weight": weight_fp8, "weight_scale": scale, "bias": bias})
-        modules[name] = layer
-        with_lora = make_fp8_ops(path, dtype).Linear(FEATURES, FEATURES, device=device, dtype=dtype)
-        with_lora.load_state_dict({"weight": weight_fp8, "weight_scale": scale, "bias": bias})
-        adapter = comfy.weight_adapter.LoRAAdapter(set(), (torch.randn(FEATURES, RANK, device=device) * 0.02,
-                                                          torch.randn(RANK, FEATURES, device=device) * 0.02,
-                                                          None, None, None, None))
-        key = "diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"
-        # the way ComfyUI hands a LoRA to an offloaded or DynamicVRAM layer
-        with_lora.weight_lowvram_function = comfy.model_patcher.LowVramPatch(key, {key: [(1.0, adapter, 1.0, None, None)]})
+        modules[name] = fp8_linear(path, weight, bias, dtype)
+        with_lora = fp8_linear(path, weight, bias, dtype)
+        with_lora.weight_lowvram_function = lowvram_lora("diffusion_model.joint_blocks.0.x_block.attn.qkv.weight",
+                                                         torch.randn(FEATURES, RANK, device=device) * 0.02,
+                                                         torch.randn(RANK, FEATURES, device=device) * 0.02)
         modules[name + " + LoRA"] = with_lora
     return modules
 

@@ -16,26 +16,20 @@ MIB = 2 ** 20
 def test_a_side_path_search_leaves_no_workspace_in_torchs_cache():
     import_comfy_in_process()
     import comfy.model_management
-    import comfy.model_patcher
-    import comfy.weight_adapter
-    from sd35_fp8.nodes.ops import make_fp8_ops
+    from devtools.fp8_layer import fp8_linear, lowvram_lora
     from sd35_fp8.quant.kernels.compute_path import choose_compute_path
-    from sd35_fp8.quant.scales import quantize_weight
     # SD3.5 Large's fc1, a rank-16 LoRA
     in_features, out_features, rank = 2432, 9728, 16
     path = choose_compute_path("cuda", torch.cuda.get_device_capability(), comfy.model_management.torch_version_numeric)
-    layer = make_fp8_ops(path, torch.bfloat16).Linear(in_features, out_features, device="cuda", dtype=torch.bfloat16)
-    weight_fp8, scale = quantize_weight(torch.randn(out_features, in_features, device="cuda") * 0.02)
-    layer.load_state_dict({"weight": weight_fp8, "weight_scale": scale,
-                           "bias": torch.zeros(out_features, device="cuda", dtype=torch.bfloat16)})
+    layer = fp8_linear(path, torch.randn(out_features, in_features, device="cuda") * 0.02,
+                       torch.zeros(out_features, device="cuda", dtype=torch.bfloat16))
     x = torch.randn(4096, in_features, device="cuda", dtype=torch.bfloat16)
     up = torch.randn(out_features, rank, device="cuda") * 0.02
     down = torch.randn(rank, in_features, device="cuda") * 0.02
-    adapter = comfy.weight_adapter.LoRAAdapter(set(), (up, down, None, None, None, None))
     key = "diffusion_model.joint_blocks.0.x_block.mlp.fc1.weight"
 
     def with_lora(strength):
-        layer.weight_lowvram_function = comfy.model_patcher.LowVramPatch(key, {key: [(strength, adapter, 1.0, None, None)]})
+        layer.weight_lowvram_function = lowvram_lora(key, up, down, strength)
         with counted_factor_searches() as searches:
             layer(x)
         layer.weight_lowvram_function = None
