@@ -6,7 +6,8 @@ torch.compile Inductor fuses the two but splits rows this long (6144-9728 values
 two-pass looped reduction, one pass for the abs-max and one to cast: measured 10.45 ms of a SD3.5
 Large step on an H200, about 0.9 TB/s. The Triton kernel (triton_kernels.py) keeps a row in
 registers and reads it once. Registered as the custom op `sd35_fp8::gelu_quantize_rows` when first
-asked for, opaque to torch.compile, so Inductor leaves it one kernel; CPU tensors take the reference.
+asked for, opaque to torch.compile, so Inductor leaves it one kernel (opaque_op.py; eager calls the
+kernel directly); CPU tensors take the reference.
 """
 from functools import cache
 from typing import Tuple
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from ..scales import FP8_DTYPE
 from .fp8_linear import quantize_rows
+from .opaque_op import OpaqueToCompile
 
 # The activation a layer applies to its own input (nodes/ops.py FP8Linear.input_activation).
 GELU_TANH = "gelu_tanh"
@@ -45,6 +47,4 @@ def _gelu_quantize_rows_shape(x2d):
 def gelu_quantize_rows_op():
     """The op x2d -> (fp8 values, scales) for CUDA tensors, registered on the first call; take it
     outside compiled code, which then calls it."""
-    op = torch.library.custom_op(_OP_NAME, _gelu_quantize_rows_impl, mutates_args=(), device_types="cuda")
-    op.register_fake(_gelu_quantize_rows_shape)
-    return op
+    return OpaqueToCompile(_OP_NAME, _gelu_quantize_rows_impl, _gelu_quantize_rows_shape)

@@ -9,7 +9,7 @@ cuBLAS's (0.306 ms with the LoRA, TMA loads), so it pays where the output is at 
 the input (qkv, fc1, proj; not fc2, whose input is four times its output): bench/lora_kernels.py.
 
 Registered as the custom op `sd35_fp8::fp8_gemm_low_rank` when first asked for, opaque to
-torch.compile, so eager and compiled runs compute the same thing.
+torch.compile, so eager and compiled runs compute the same thing (opaque_op.py).
 """
 from functools import cache
 from typing import Optional
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .fp8_linear import scale_per_output
+from .opaque_op import OpaqueToCompile
 
 _OP_NAME = "sd35_fp8::fp8_gemm_low_rank"
 # tl.dot's smallest inner dimension; ranks are padded with zeros to a power of two at least this.
@@ -59,9 +60,7 @@ def _gemm_shape(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up):
 def fp8_gemm_low_rank_op():
     """The op (x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up) -> output for CUDA tensors,
     registered on the first call; take it outside compiled code, which then calls it."""
-    op = torch.library.custom_op(_OP_NAME, _gemm_impl, mutates_args=(), device_types="cuda")
-    op.register_fake(_gemm_shape)
-    return op
+    return OpaqueToCompile(_OP_NAME, _gemm_impl, _gemm_shape)
 
 
 def pays_in_epilogue(weight_fp8: torch.Tensor) -> bool:

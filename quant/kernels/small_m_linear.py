@@ -9,7 +9,7 @@ linears are a third of the model's parameters and their output scales every acti
 nothing the size of the weight is written (faster than dequantize-then-GEMM).
 
 Registered as the custom op `sd35_fp8::small_m_linear` when first asked for, opaque to
-torch.compile, so eager and compiled runs compute the same thing.
+torch.compile, so eager and compiled runs compute the same thing (opaque_op.py).
 """
 from functools import cache
 from typing import Optional
@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from .fp8_linear import dequantize
+from .opaque_op import OpaqueToCompile
 
 # The kernel's one row block (quant/kernels/triton_kernels.py takes it as BLOCK_M), tl.dot's smallest. A tiled version for the 154-308 rows of
 # the text context measured 0.08-0.25 ms on an H100 against 0.03-0.04 for quantize + FP8 GEMM or
@@ -50,8 +51,4 @@ def _small_m_linear_shape(x2d, weight_fp8, weight_scale, bias):
 def small_m_linear_op():
     """The op (x2d, weight_fp8, weight_scale, bias) -> output, registered on the first call; take it
     outside compiled code, which then calls it."""
-    if not hasattr(torch.library, "custom_op"):  # torch < 2.4: torch.compile traces the kernel itself
-        return _small_m_linear_impl
-    op = torch.library.custom_op(_OP_NAME, _small_m_linear_impl, mutates_args=(), device_types="cuda")
-    op.register_fake(_small_m_linear_shape)
-    return op
+    return OpaqueToCompile(_OP_NAME, _small_m_linear_impl, _small_m_linear_shape)

@@ -49,7 +49,7 @@ def test_kernel_matches_reference(rows, cols):
 
 def test_the_custom_op_passes_torchs_checks():
     from sd35_fp8.quant.kernels.gelu_quantize import gelu_quantize_rows_op
-    torch.library.opcheck(gelu_quantize_rows_op(), (fc1_outputs(300, 1536),))
+    torch.library.opcheck(gelu_quantize_rows_op().op, (fc1_outputs(300, 1536),))
 
 
 @pytest.fixture(scope="module")

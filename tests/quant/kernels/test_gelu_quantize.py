@@ -98,8 +98,8 @@ def test_other_activations_are_refused():
 
 def test_custom_op_fake_output():
     from torch._subclasses.fake_tensor import FakeTensorMode
-    op = gelu_quantize_rows_op()
-    assert op is gelu_quantize_rows_op()
+    assert gelu_quantize_rows_op() is gelu_quantize_rows_op()
+    op = gelu_quantize_rows_op().op
     with FakeTensorMode():
         x_fp8, scale = op(torch.empty(300, 9728, dtype=torch.bfloat16, device="cuda"))
     assert x_fp8.shape == (300, 9728) and x_fp8.dtype == torch.float8_e4m3fn and x_fp8.is_contiguous()
