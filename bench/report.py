@@ -137,11 +137,11 @@ SPEED_TARGETS = (("Large", "compiled", ("stock_default", "stock_fp8", "stock_fp8
 PEAK_BEFORE = {"eager": 8.58, "compiled": 8.09}
 
 
-def speed_targets(runs):
-    """Issue 11's table from one run per model (stock and ours in one process), runs: {"Large": run, "Medium": run}."""
+def speed_targets(runs, heading="Speed against stock's best (issue 11)", accuracy=True):
+    """Issue 11's table from one run per model (stock and ours in one process), runs: {"Large": run, "Medium": run};
+    accuracy: with the error and memory rows (their bounds hold for the 12-step runs)."""
     device = runs["Large"]
-    lines = [f"## Speed against stock's best (issue 11), {device['device']}, torch {device['torch']}, "
-             f"ComfyUI {device['comfyui']}", "",
+    lines = [f"## {heading}, {device['device']}, torch {device['torch']}, ComfyUI {device['comfyui']}", "",
              *table_head("", "stock's best in the same run", "target", "ours FP8 matmul", "ratio", "met")]
     for model, mode, stock_variants, target in SPEED_TARGETS:
         run = runs[model]
@@ -153,7 +153,7 @@ def speed_targets(runs):
         ratio = ours["s_per_step"] / best["s_per_step"]
         lines.append(f"| {model} {mode} | {LABELS[best['variant']]} {best['s_per_step']:.4f} s/step | <= {target:g}x | "
                      f"{ours['s_per_step']:.4f} | {ratio:.2f}x | {'yes' if ratio <= target else 'no'} |")
-    for model, run in runs.items():
+    for model, run in runs.items() if accuracy else ():
         for mode in ("eager", "compiled"):
             ours = find(run, "ours_fp8", mode)
             if ours is None:
@@ -201,7 +201,11 @@ def main():
               "![chart](results/chart.png)\n\n")
     speed_runs = {model: load(f"speed_{model.lower()}_gaussian.json") for model in ("Large", "Medium")
                   if (RESULTS / f"speed_{model.lower()}_gaussian.json").exists()}
+    eager_runs = {model: load(f"speed_eager_033_{model.lower()}_gaussian.json") for model in ("Large", "Medium")
+                  if (RESULTS / f"speed_eager_033_{model.lower()}_gaussian.json").exists()}
     sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
+                *([speed_targets(eager_runs, "Eager speed against stock's best, sixth session (8 steps; speed only)",
+                                 accuracy=False)] if "Large" in eager_runs else []),
                 targets(large, compiled_runs, heavy, medium, cap),
                 "\n" + (BENCH / "analysis.md").read_text() + "\n", "## Tables\n\n",
                 run_table(large, "SD3.5 Large, Gaussian weights, eager"),
@@ -213,6 +217,8 @@ def main():
                 run_table(cap, "SD3.5 Large under an 8 GiB GPU memory cap (ComfyUI offloading)"),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager and compiled (issue 11 run)")
                   for model, run in speed_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, sixth session (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in eager_runs.items()),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
