@@ -10,7 +10,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "stock_fp8_fast": "stock fp8_e4m3fn_fast",
-          "ours_weight_only": "ours weight-only", "ours_fp8": "ours FP8 matmul"}
+          "ours_weight_only": "ours weight-only", "ours_fp8": "ours FP8 matmul",
+          "ours_fp8_custom_ops": "ours FP8 matmul, eager kernels through their custom ops"}
 
 
 def load(name):

@@ -3,6 +3,7 @@ sampling (comfy.sample.sample): seconds per step, peak memory, load time and err
 
   python bench/sd35_bench.py --model large --weights gaussian --modes eager compiled --out bench/results
   python bench/sd35_bench.py --model large --vram-cap-gib 8 --variants stock_fp8 ours_fp8 --out bench/results
+  python bench/sd35_bench.py --model medium --modes eager --variants ours_fp8 ours_fp8_custom_ops --out DIR
 
 Random weights at the real shapes (no weights can be downloaded); one JSON file per run, which
 bench/report.py turns into bench/RESULTS.md and the chart.
@@ -14,6 +15,7 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -30,6 +32,9 @@ MODELS = {"large": dict(depth=38, pos_embed_max_size=192, attn2_blocks=set(), na
           "medium": dict(depth=24, pos_embed_max_size=384, attn2_blocks=set(range(13)), name="SD3.5 Medium"),
           "tiny": dict(depth=2, pos_embed_max_size=32, attn2_blocks={0}, name="tiny (smoke test)")}
 VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", "ours_fp8")
+# Run only when named: ours FP8 with its eager kernel calls through their custom ops, as before
+# quant/kernels/opaque_op.py (an A/B of that change in one process).
+AB_VARIANTS = ("ours_fp8_custom_ops",)
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 CFG, SAMPLER = 4.5, "euler"
@@ -70,6 +75,19 @@ def build(variant, weights):
     model, _, _ = build_fp8_model(iter(weights.items()), len(weights), total, "bench", "random weights",
                                   POLICIES["fp8_default"], force_weight_only=variant == "ours_weight_only")
     return model
+
+
+@contextmanager
+def custom_ops_in_eager():
+    """Every call of the pack's Triton kernels goes through its torch.library custom op, in eager too
+    (the variant ours_fp8_custom_ops)."""
+    from sd35_fp8.quant.kernels.opaque_op import OpaqueToCompile
+    direct = OpaqueToCompile.__call__
+    OpaqueToCompile.__call__ = lambda self, *args: (self.impl if self.op is None else self.op)(*args)
+    try:
+        yield
+    finally:
+        OpaqueToCompile.__call__ = direct
 
 
 def synchronize():
@@ -227,7 +245,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=MODELS, default="large")
     parser.add_argument("--weights", choices=("gaussian", "heavy"), default="gaussian")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS + AB_VARIANTS, default=list(VARIANTS))
     parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--size", type=int, default=1024)
@@ -262,7 +280,8 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.model}_{args.weights}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
     for variant, mode in dict.fromkeys(runs):
-        run["results"].append(run_variant(variant, mode, weights, args, positive, negative, references))
+        with custom_ops_in_eager() if variant == "ours_fp8_custom_ops" else nullcontext():
+            run["results"].append(run_variant(variant, mode, weights, args, positive, negative, references))
         path.write_text(json.dumps(run, indent=1))  # after each variant: a run cut short keeps what it measured
     print("wrote", path)
 
