@@ -1,10 +1,10 @@
 """A Triton kernel that torch.compile sees as one opaque custom op and eager code calls directly.
 
 The custom op keeps Inductor from tracing into the kernel (it stays one kernel, and eager and
-compiled runs compute the same thing). Called in eager, the op's dispatch costs the host about as
-much as the kernel launch itself: cProfile of eager SD3.5 Large steps under ComfyUI 0.33 on an H200
-put 150-240 us of host time in torch.library's wrapper per call, a third of ours' host time with a
-LoRA (bench/RESULTS.md, host cost). So eager calls skip it.
+compiled runs compute the same thing). In eager it only costs host time: cProfile of three eager
+SD3.5 Large steps under ComfyUI 0.33 on an H200 put 70 of 907 ms (no LoRA) and 214 of 1350 ms (with
+a LoRA) in torch.library's wrapper around these kernels, 150-240 us a call (bench/analysis.md,
+"Sixth session"). So eager calls skip it.
 """
 import torch
 
