@@ -189,6 +189,13 @@ def chart(large, compiled_runs, medium, path):
     figure.savefig(path, dpi=110)
 
 
+def runs_per_model(name):
+    """{"Large": run, "Medium": run} from the result files `name` (with {model}: large, medium) names,
+    those that exist."""
+    files = {model: name.format(model=model.lower()) for model in ("Large", "Medium")}
+    return {model: load(file) for model, file in files.items() if (RESULTS / file).exists()}
+
+
 def main():
     large, heavy, cap = load("large_gaussian.json"), load("large_heavy.json"), load("large_gaussian_cap8.json")
     compiled_runs = (load("large_gaussian_compiled_fp8.json"), load("large_gaussian_compiled.json"))
@@ -200,10 +207,8 @@ def main():
               "GPU, stock and ours side by side; every table ran on the same one-GPU machine, one process at a time "
               "(`bash bench/run_all.sh OUT`). Rebuild this file: `python bench/report.py`.\n\n"
               "![chart](results/chart.png)\n\n")
-    speed_runs = {model: load(f"speed_{model.lower()}_gaussian.json") for model in ("Large", "Medium")
-                  if (RESULTS / f"speed_{model.lower()}_gaussian.json").exists()}
-    eager_runs = {model: load(f"speed_eager_033_{model.lower()}_gaussian.json") for model in ("Large", "Medium")
-                  if (RESULTS / f"speed_eager_033_{model.lower()}_gaussian.json").exists()}
+    speed_runs = runs_per_model("speed_{model}_gaussian.json")
+    eager_runs = runs_per_model("speed_eager_033_{model}_gaussian.json")
     sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
                 *([speed_targets(eager_runs, "Eager speed against stock's best, sixth session (8 steps; speed only)",
                                  accuracy=False)] if "Large" in eager_runs else []),

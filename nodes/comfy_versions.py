@@ -93,18 +93,25 @@ def _beside(patch):
 
 
 @contextmanager
-def _side_paths_hidden(layer, lowvram, functions):
+def _side_paths_hidden(layer):
     """Keeps patches whose LoRA already rides beside the weight out of ComfyUI's sight while it casts:
     it would otherwise copy the weight for them on every call (every version) and, under 0.33's
     DynamicVRAM, widen each faulted weight, call the patch and stochastically round it back, for a
     weight the side path leaves unchanged."""
-    if _beside(lowvram):
+    lowvram = getattr(layer, "weight_lowvram_function", None)
+    functions = layer.weight_function
+    hide_lowvram = _beside(lowvram)
+    kept = [f for f in functions if not _beside(f)]
+    if not hide_lowvram and len(kept) == len(functions):
+        yield
+        return
+    if hide_lowvram:
         layer.weight_lowvram_function = None
-    layer.weight_function = [f for f in functions if not _beside(f)]
+    layer.weight_function = kept
     try:
         yield
     finally:
-        if _beside(lowvram):
+        if hide_lowvram:
             layer.weight_lowvram_function = lowvram
         layer.weight_function = functions
 
@@ -114,12 +121,7 @@ def cast_stored_weight(layer, input):
     stay beside it; bias in input's dtype; offload state for comfy.ops.uncast_bias_weight)."""
     _own_lowvram_patches(layer)
     requant = {"compute_dtype": input.dtype, "want_requant": True} if _CAST_REQUANT_ARGS else {}
-    lowvram = getattr(layer, "weight_lowvram_function", None)
-    functions = layer.weight_function
-    if not _beside(lowvram) and not any(_beside(f) for f in functions):
-        return cast_bias_weight(layer, input, dtype=layer.weight.dtype, bias_dtype=input.dtype, offloadable=True,
-                                **requant)
-    with _side_paths_hidden(layer, lowvram, functions):
+    with _side_paths_hidden(layer):
         return cast_bias_weight(layer, input, dtype=layer.weight.dtype, bias_dtype=input.dtype, offloadable=True,
                                 **requant)
 
