@@ -79,7 +79,9 @@ def verdicts(runs):
                 if cell["lora"] == "LoRA removed":
                     removed.append(cell.get("bit_equal_to_none", False))
                     continue
-                growth.append(cell["latent_error"] - base["latent_error"] <= ERROR_GROWTH)
+                # a capped run measures errors only against the references its full-VRAM run left
+                if "latent_error" in cell and "latent_error" in base:
+                    growth.append(cell["latent_error"] - base["latent_error"] <= ERROR_GROWTH)
                 cost.append(cell["s_per_step"] <= (1 + LORA_COST) * base["s_per_step"])
                 if "s_per_step_rounds" in base:
                     cost_fastest.append(min(cell["s_per_step_rounds"]) <= (1 + LORA_COST) * min(base["s_per_step_rounds"]))

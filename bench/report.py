@@ -209,9 +209,12 @@ def main():
               "![chart](results/chart.png)\n\n")
     speed_runs = runs_per_model("speed_{model}_gaussian.json")
     eager_runs = runs_per_model("speed_eager_033_{model}_gaussian.json")
+    ab_runs = runs_per_model("speed_ab_033_{model}_gaussian.json")
     sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
                 *([speed_targets(eager_runs, "Eager speed against stock's best, sixth session (8 steps; speed only)",
                                  accuracy=False)] if "Large" in eager_runs else []),
+                *([speed_targets(ab_runs, "Eager speed against stock's best, seventh session (8 steps; speed only)",
+                                 accuracy=False)] if "Large" in ab_runs else []),
                 targets(large, compiled_runs, heavy, medium, cap),
                 "\n" + (BENCH / "analysis.md").read_text() + "\n", "## Tables\n\n",
                 run_table(large, "SD3.5 Large, Gaussian weights, eager"),
@@ -225,6 +228,9 @@ def main():
                   for model, run in speed_runs.items()),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, sixth session (ComfyUI 0.33.0, 8 steps)")
                   for model, run in eager_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, seventh session: kernels called directly "
+                                 "and through their custom ops (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in ab_runs.items()),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
