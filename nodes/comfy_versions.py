@@ -1,6 +1,6 @@
-"""Where ComfyUI versions differ in how a layer's weight is loaded, offloaded and LoRA-patched.
-Each branch names the version it serves; nodes/ops.py uses this module and nothing else that
-depends on the version.
+"""Where ComfyUI versions differ in how a model is built and a layer's weight is loaded, offloaded and
+LoRA-patched. Each branch names the version it serves; nodes/ops.py and nodes/model_loading.py use
+this module and nothing else that depends on the version.
 
 A LoRA on an FP8Linear stays beside the FP8 weight as a low-rank side path (quant/kernels/low_rank.py).
 It reaches the layer one of two ways:
@@ -17,12 +17,17 @@ import torch
 import comfy.float
 import comfy.lora
 import comfy.model_patcher
+import comfy.sd
 import comfy.utils
 from comfy.ops import cast_bias_weight
 
 from ..quant.kernels.low_rank import lora_beside
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# 0.33 (DynamicVRAM) builds a model outside DynamicVRAM when asked to (disable_dynamic); 0.3.x has
+# no such argument and no DynamicVRAM.
+_BUILDS_OUTSIDE_DYNAMIC_VRAM = "disable_dynamic" in inspect.signature(comfy.sd.load_diffusion_model_state_dict).parameters
 
 # 0.33 moved string_to_seed from comfy.model_patcher to comfy.utils.
 string_to_seed = getattr(comfy.utils, "string_to_seed", None) or comfy.model_patcher.string_to_seed
@@ -143,3 +148,18 @@ def keep_stored_dtype(layer):
     before the fp8 weights were loaded: without this it would hold (and hand out) the unscaled fp8
     values widened to the compute dtype, twice the memory, and a LoRA would come back in that dtype."""
     layer.weight_comfy_model_dtype = layer.weight.dtype
+
+
+def build_diffusion_model(state_dict, model_options, disable_dynamic=False):
+    """ComfyUI's ModelPatcher over the diffusion model in state_dict; disable_dynamic (0.33): a plain
+    ModelPatcher even where DynamicVRAM is on."""
+    outside = {"disable_dynamic": disable_dynamic} if _BUILDS_OUTSIDE_DYNAMIC_VRAM else {}
+    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options=model_options, **outside)
+
+
+def register_reload(model_patcher, reload, arguments):
+    """Tells ComfyUI how to load this model again: 0.33 calls reload(*arguments, disable_dynamic=True)
+    where it needs the model outside DynamicVRAM (TorchCompileModel, conditioning hooks, a copy for
+    another device) and raises without it, as it would for any loader that does not say; 0.3.x never
+    asks."""
+    model_patcher.cached_patcher_init = (reload, arguments)

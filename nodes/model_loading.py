@@ -19,6 +19,7 @@ from ..quant.files.formats.model_files import read_model_header
 from ..quant.quantize import quantize_state_dict
 from ..quant.files.safetensors_file import read_tensors
 from ..quant.layouts.sd35_layout import VAE_PREFIX, read_contents
+from .comfy_versions import build_diffusion_model, register_reload
 from .mlp_gelu import move_gelu_into_fc2
 from .ops import make_fp8_ops
 
@@ -46,8 +47,9 @@ def compute_path_for_device(device, force_weight_only=False):
 
 
 def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_name, policy,
-                    force_weight_only=False):
-    """Quantizes (name, tensor) pairs as they arrive and builds ComfyUI's SD3 model from them.
+                    force_weight_only=False, disable_dynamic=False):
+    """Quantizes (name, tensor) pairs as they arrive and builds ComfyUI's SD3 model from them;
+    disable_dynamic: outside DynamicVRAM (comfy_versions.build_diffusion_model).
 
     Returns (ModelPatcher, QuantReport, ComputePath)."""
     device = comfy.model_management.get_torch_device()
@@ -58,9 +60,9 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     progress = comfy.utils.ProgressBar(tensor_count)
     state_dict, report = quantize_state_dict(named_tensors, policy, compute_dtype=compute_dtype,
                                              device=device, on_tensor=lambda: progress.update(1))
-    model = comfy.sd.load_diffusion_model_state_dict(
-        state_dict, model_options={"custom_operations": make_fp8_ops(compute_path, compute_dtype),
-                                  "dtype": compute_dtype})
+    model = build_diffusion_model(
+        state_dict, {"custom_operations": make_fp8_ops(compute_path, compute_dtype), "dtype": compute_dtype},
+        disable_dynamic)
     if model is None:
         raise SD35FP8Error(f"{source_name}: ComfyUI could not build an SD3 model from its MMDiT weights.")
     move_gelu_into_fc2(model.model.diffusion_model)
@@ -69,15 +71,23 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     return model, report, compute_path
 
 
-def load_mmdit(header, contents, policy, force_weight_only=False):
+def load_mmdit(header, contents, policy, force_weight_only=False, disable_dynamic=False):
     keys = contents.mmdit_keys
     parameters = sum(math.prod(header.tensors[k].shape) for k in keys)
     source_name = f"{os.path.basename(header.path)} ({contents.mmdit_storage})"
     model, report, _ = build_fp8_model(read_mmdit(header, contents), len(contents.mmdit_plan), parameters,
-                                       contents.mmdit.model_name, source_name, policy, force_weight_only)
+                                       contents.mmdit.model_name, source_name, policy, force_weight_only,
+                                       disable_dynamic)
     # for the save node (nodes/save.py); clones of the ModelPatcher share `model.model`
     model.model.sd35_fp8_origin = ModelOrigin(header.files, contents.mmdit.model_name, policy, report)
+    register_reload(model, reload_mmdit, (header.path, policy, force_weight_only))
     return model
+
+
+def reload_mmdit(path, policy, force_weight_only, disable_dynamic=False):
+    """The MMDiT of the file at path, loaded again as load_mmdit loaded it (ComfyUI's reload factory)."""
+    header, contents = open_sd35_file(path)
+    return load_mmdit(header, contents, policy, force_weight_only, disable_dynamic)
 
 
 def load_vae(header, contents):

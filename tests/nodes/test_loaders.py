@@ -272,3 +272,23 @@ def test_lora_as_dynamic_vram_hands_it_over(lora_on_fp8_layer):
     assert torch.equal(layer.weight_lowvram_function(widened), widened)  # the fp8 weight stays as it is
     layer.weight_lowvram_function = None
     assert relative_error(layer_output(layer, x), x.float() @ weight_before.t() + bias) <= LORA_BOUND
+
+
+def test_comfyui_can_load_our_model_again_outside_dynamic_vram(lora_on_fp8_layer):
+    """ComfyUI 0.33 asks the loader for a fresh copy of a model (ModelPatcher.cached_patcher_init) where it
+    needs one outside DynamicVRAM: TorchCompileModel, conditioning hooks, a copy for another device. It
+    raises for a loader that gives none. `clone(force_deepcopy=True)` takes the same path on any device."""
+    import inspect
+    patched, _, _, _ = lora_on_fp8_layer
+    if "force_deepcopy" not in inspect.signature(patched.clone).parameters:
+        pytest.skip("this ComfyUI never loads a model again (0.33 does)")
+    copy = patched.clone(force_deepcopy=True)
+    assert copy.model is not patched.model and type(copy).__name__ == "ModelPatcher"
+    assert copy.model.sd35_fp8_origin.policy == patched.model.sd35_fp8_origin.policy
+    inputs = random_inputs()
+    outputs = []
+    for model in (patched, copy):
+        model.patch_model()
+        outputs.append(mmdit_output(model, inputs))
+        model.unpatch_model()
+    assert torch.equal(*outputs), "the copy is the same FP8 model with the same LoRA"
