@@ -157,8 +157,16 @@ def build_diffusion_model(state_dict, model_options, disable_dynamic=False):
     return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options=model_options, **outside)
 
 
+def build_text_encoders(state_dicts, model_options, disable_dynamic=False, **options):
+    """ComfyUI's CLIP over the text encoders in state_dicts (comfy.sd.load_text_encoder_state_dicts's
+    options); disable_dynamic as for build_diffusion_model."""
+    outside = {"disable_dynamic": disable_dynamic} if _BUILDS_OUTSIDE_DYNAMIC_VRAM else {}
+    return comfy.sd.load_text_encoder_state_dicts(state_dicts, model_options=model_options, **options, **outside)
+
+
 def register_reload(model_patcher, reload, arguments):
-    """Tells ComfyUI how to load this model again: 0.33 calls reload(*arguments, disable_dynamic=True)
+    """Tells ComfyUI how to load this model (a MODEL, or a CLIP's patcher) again: 0.33 calls
+    reload(*arguments, disable_dynamic=True)
     where it needs the model outside DynamicVRAM (TorchCompileModel, conditioning hooks, a copy for
     another device) and raises without it, as it would for any loader that does not say; 0.3.x never
     asks."""

@@ -20,6 +20,7 @@ from ..quant.files.safetensors_file import SafetensorsHeader, read_header, read_
 from ..quant.layouts.sd35_layout import TEXT_ENCODER_PREFIXES
 from ..quant.layouts.text_encoder_layout import ENCODER_NAMES, TextEncoderFile, read_text_encoder
 from ..quant.text_encoder_policy import T5_FP8
+from .comfy_versions import build_text_encoders, register_reload
 from .missing_part import MissingPart
 from .model_loading import resolve_model_file
 from .ops import make_fp8_ops
@@ -74,8 +75,9 @@ def load_checkpoint_text_encoders(header, contents, option):
     return build_sd3_clip(sources, t5_precision)
 
 
-def build_sd3_clip(sources, t5_precision="as stored"):
-    """A stock SD3 CLIP from any subset of the three encoders; logs one summary line."""
+def build_sd3_clip(sources, t5_precision="as stored", disable_dynamic=False):
+    """A stock SD3 CLIP from any subset of the three encoders; logs one summary line. disable_dynamic:
+    outside DynamicVRAM (comfy_versions.build_text_encoders)."""
     state_dicts, model_options, t5_report, t5_note = [], {}, None, ""
     for source in sources:
         if source.file.encoder == "t5xxl":
@@ -83,15 +85,21 @@ def build_sd3_clip(sources, t5_precision="as stored"):
         else:
             state_dict = dict(source.read())
         state_dicts.append(state_dict)
-    clip = comfy.sd.load_text_encoder_state_dicts(
-        state_dicts, embedding_directory=folder_paths.get_folder_paths("embeddings"),
-        clip_type=comfy.sd.CLIPType.SD3, model_options=model_options)
+    clip = build_text_encoders(state_dicts, model_options, disable_dynamic,
+                               embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                               clip_type=comfy.sd.CLIPType.SD3)
     if t5_report is not None:
         # CLIP() sized its ModelPatcher (and on CPU loaded it) before load_sd swapped the
         # placeholder linears for FP8 ones: measure the real storage again.
         clip.patcher.size = comfy.model_management.module_size(clip.cond_stage_model)
     logging.info("[sd35_fp8] %s", _summary(clip, sources, t5_report, t5_note))
+    register_reload(clip.patcher, reload_sd3_clip_patcher, (tuple(sources), t5_precision))
     return clip
+
+
+def reload_sd3_clip_patcher(sources, t5_precision, disable_dynamic=False):
+    """The patcher of build_sd3_clip's CLIP built again from the same files (ComfyUI's reload factory)."""
+    return build_sd3_clip(sources, t5_precision, disable_dynamic).patcher
 
 
 def _read_t5(source, t5_precision):

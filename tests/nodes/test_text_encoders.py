@@ -321,3 +321,19 @@ def test_checkpoint_with_only_t5_cannot_drop_it(pack, t5_checkpoints):
     clip = load_checkpoint_clip(pack, "only_t5.safetensors", "drop T5")
     with pytest.raises(pack.quant.errors.SD35FP8Error, match="embeds only a T5-XXL.*'drop T5' leaves no text encoder"):
         clip.tokenize("a red fox")
+
+
+def test_comfyui_can_load_our_clip_again_outside_dynamic_vram(pack, encoder_files):
+    """As for the MODEL (tests/nodes/test_loaders.py): ComfyUI 0.33 reloads a CLIP's patcher outside
+    DynamicVRAM for conditioning hooks (Set CLIP Hooks: clip.clone(disable_dynamic=True)) and raises for
+    a loader that does not say how; clone(force_deepcopy=True) takes that path on any device."""
+    import inspect
+    clip = load(pack, clip_l="clip_l.safetensors")
+    if "force_deepcopy" not in inspect.signature(clip.patcher.clone).parameters:
+        pytest.skip("this ComfyUI never loads a model again (0.33 does)")
+    copy = clip.patcher.clone(force_deepcopy=True)
+    assert copy.model is not clip.patcher.model
+    loaded, again = clip.patcher.model.state_dict(), copy.model.state_dict()
+    assert loaded.keys() == again.keys()
+    for name, tensor in loaded.items():
+        assert torch.equal(again[name], tensor), name
