@@ -1,0 +1,54 @@
+"""Run by tests/gpu/test_dynamic_vram_compile.py in a process of its own, since DynamicVRAM is switched
+on for a whole process: `python -m tests.gpu.dynamic_vram_compile SEED DIR`. Loads a tiny SD3.5 file
+through our diffusion-model loader node with DynamicVRAM on, adds a LoRA as LoraLoader does, runs stock
+TorchCompileModel on it as a user's graph would, samples one step eager and compiled, and prints the
+comparison as JSON on its last line.
+Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from devtools.comfy_host import DynamicVRAMUnavailable, import_comfy_in_process
+from devtools.numerics import relative_error
+from devtools.random_lora import random_lora
+from devtools.tiny_sd3 import mmdit_state_dict, write_diffusion_model
+from tests.gpu.dynamic_vram_lora import sample
+
+
+def main(seed, folder):
+    try:
+        pack = import_comfy_in_process(dynamic_vram=True)
+    except DynamicVRAMUnavailable:
+        sys.exit(3)
+    import comfy.sd
+    import folder_paths
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+    (folder / "diffusion_models").mkdir(parents=True, exist_ok=True)
+    write_diffusion_model(folder / "diffusion_models" / "tiny.safetensors", variant="medium", seed=seed)
+    folder_paths.add_model_folder_path("diffusion_models", str(folder / "diffusion_models"), is_default=True)
+    model, = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load("tiny.safetensors", "fp8_default")
+    lora = random_lora(mmdit_state_dict("medium", seed=seed, prefix=""), seed + 1, rank=4, std=0.08)
+    with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
+    compiled = TorchCompileModel.execute(with_lora, "inductor").result[0]
+    generator = torch.Generator().manual_seed(seed + 2)
+    positive, negative = ([[torch.randn(1, 154, 4096, generator=generator) * 0.5,
+                            {"pooled_output": torch.randn(1, 2048, generator=generator) * 0.5}]] for _ in range(2))
+    eager = sample(with_lora, positive, negative, seed)
+    without_lora = sample(model, positive, negative, seed)
+    compiled_latent = sample(compiled, positive, negative, seed)
+    print(json.dumps({"loaded_patcher": type(model).__name__, "compiled_patcher": type(compiled).__name__,
+                      "compiled_error": relative_error(compiled_latent, eager),
+                      "lora_effect": relative_error(eager, without_lora),
+                      "finite": bool(torch.isfinite(compiled_latent).all())}), flush=True)
+    # comfy-aimdo 0.4.13 can crash in the interpreter's teardown (tests/gpu/dynamic_vram_lora.py)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    if importlib.util.find_spec("comfy_aimdo") is None:
+        sys.exit(3)
+    main(int(sys.argv[1]), Path(sys.argv[2]))

@@ -1,0 +1,29 @@
+"""Stock TorchCompileModel on our MODEL with a LoRA, with DynamicVRAM on as ComfyUI 0.33's main.py turns it
+on: the node asks the loader for a copy outside DynamicVRAM (it raised for ours before the loaders said
+how to load their model again), and the compiled model samples what the eager one samples, LoRA
+included. CI has no GPU: skipped there."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from devtools.comfy_host import REPO
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="DynamicVRAM needs a CUDA GPU; CI has none")
+
+
+def test_torch_compile_model_node_on_our_model_with_a_lora(tmp_path):
+    seed = int(torch.randint(0, 10**6, ()))
+    child = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "tests.gpu.dynamic_vram_compile", str(seed),
+                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    if child.returncode == 3:
+        pytest.skip("this ComfyUI has no DynamicVRAM (it exists from ComfyUI 0.33) or comfy-aimdo is missing")
+    assert child.returncode == 0, child.stderr[-4000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["loaded_patcher"] == "ModelPatcherDynamic" and result["compiled_patcher"] == "ModelPatcher"
+    assert result["finite"] and result["lora_effect"] > 0.05, result
+    # Compiled, the activations are quantized by Inductor's code instead of the Triton kernel: the same
+    # arithmetic up to fp32 rounding order, far below the LoRA's effect.
+    assert result["compiled_error"] <= 0.02, result
