@@ -32,7 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
-from bench.sd35_bench import CFG, SAMPLER, build, conditioning, random_weights  # noqa: E402
+from bench.sd35_bench import CFG, SAMPLER, build, conditioning, random_weights, torch_compile_model  # noqa: E402
 from devtools.comfy_host import after_node, import_comfy_in_process  # noqa: E402
 from devtools.factor_searches import counted_factor_searches  # noqa: E402
 from devtools.numerics import relative_error  # noqa: E402
@@ -179,9 +179,8 @@ def run_variant(variant, weights, loras, args, positive, negative, references, c
         base = build("ours_fp8" if lora_after else variant, weights)
     load_s = round(time.perf_counter() - started, 1)
     if compiled:
-        from comfy_api.torch_helpers import set_torch_compile_wrapper
-        base = base.clone()
-        set_torch_compile_wrapper(model=base, backend="inductor")
+        # under DynamicVRAM the node compiles a copy outside it, built again through build()'s reload
+        base = torch_compile_model(base)
         torch._dynamo.utils.counters.clear()
     states = STATES[:2] if compiled or variant == "stock_fp8" else STATES
     # The first run after a load stages weights (and compiles): timed apart, so "none" is the steady state.

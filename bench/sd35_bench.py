@@ -65,16 +65,27 @@ def conditioning(seed=0):
     return cond(), cond()
 
 
-def build(variant, weights):
-    import comfy.sd
+def build(variant, weights, disable_dynamic=False):
+    """The variant's ModelPatcher over weights, registered with ComfyUI the way loaders register theirs:
+    ComfyUI 0.33's TorchCompileModel builds it again through that, outside DynamicVRAM."""
+    from sd35_fp8.nodes.comfy_versions import build_diffusion_model, register_reload
     if variant in STOCK_OPTIONS:
-        return comfy.sd.load_diffusion_model_state_dict(dict(weights), model_options=dict(STOCK_OPTIONS[variant]))
-    from sd35_fp8.nodes.model_loading import build_fp8_model
-    from sd35_fp8.quant.policy import POLICIES
-    total = sum(t.numel() for t in weights.values())
-    model, _, _ = build_fp8_model(iter(weights.items()), len(weights), total, "bench", "random weights",
-                                  POLICIES["fp8_default"], force_weight_only=variant == "ours_weight_only")
+        model = build_diffusion_model(dict(weights), dict(STOCK_OPTIONS[variant]), disable_dynamic)
+    else:
+        from sd35_fp8.nodes.model_loading import build_fp8_model
+        from sd35_fp8.quant.policy import POLICIES
+        total = sum(t.numel() for t in weights.values())
+        model, _, _ = build_fp8_model(iter(weights.items()), len(weights), total, "bench", "random weights",
+                                      POLICIES["fp8_default"], force_weight_only=variant == "ours_weight_only",
+                                      disable_dynamic=disable_dynamic)
+    register_reload(model, build, (variant, weights))
     return model
+
+
+def torch_compile_model(model):
+    """Stock TorchCompileModel (inductor) on model, as a user's graph runs it."""
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+    return TorchCompileModel.execute(model, "inductor").result[0]
 
 
 @contextmanager
@@ -199,7 +210,6 @@ def python_profile_one_step(model, args, positive, negative):
 
 def run_variant(variant, mode, weights, args, positive, negative, references):
     import comfy.model_management
-    from comfy_api.torch_helpers import set_torch_compile_wrapper
     comfy.model_management.unload_all_models()
     gc.collect()
     comfy.model_management.soft_empty_cache()
@@ -211,8 +221,7 @@ def run_variant(variant, mode, weights, args, positive, negative, references):
     result = {"variant": variant, "mode": mode, "load_s": round(load_seconds, 2),
               "dtype": str(model.model.get_dtype()).replace("torch.", "")}
     if mode == "compiled":
-        model = model.clone()
-        set_torch_compile_wrapper(model=model, backend="inductor")
+        model = torch_compile_model(model)
     forward = one_forward(model, args.size) if mode == "eager" and not args.vram_cap_gib else None
     started = time.perf_counter()
     sample(model, args.size, 2, args.seed, positive, negative, [])  # warm-up (and compilation)

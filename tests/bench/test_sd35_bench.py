@@ -35,3 +35,22 @@ def test_the_ab_switch_sends_eager_calls_through_the_custom_op_while_on():
     with custom_ops_in_eager(), pytest.raises(NotImplementedError):
         doubled(x)
     assert torch.equal(doubled(x), x * 2)
+
+
+@pytest.mark.parametrize("variant", ["stock_default", "ours_fp8"])
+def test_models_can_be_built_again_as_torch_compile_model_asks_under_dynamic_vram(variant):
+    """ComfyUI 0.33's TorchCompileModel compiles a copy built outside DynamicVRAM through the loader's
+    reload; the benchmark's models say how, as loaders do (clone(force_deepcopy=True): the same path on
+    any device)."""
+    import inspect
+    import_comfy_in_process()
+    from bench.sd35_bench import build
+    weights = mmdit_state_dict("medium", depth=1, seed=0, prefix="")
+    model = build(variant, weights)
+    if "force_deepcopy" not in inspect.signature(model.clone).parameters:
+        pytest.skip("this ComfyUI never builds a model again (0.33 does)")
+    copy = model.clone(force_deepcopy=True)
+    assert copy.model is not model.model
+    built, again = model.model.state_dict(), copy.model.state_dict()
+    assert built.keys() == again.keys()
+    assert all(torch.equal(again[k].view(torch.uint8), v.view(torch.uint8)) for k, v in built.items())
