@@ -109,8 +109,10 @@ def server_section(server):
              f"{'yes' if server['dynamic_vram_enabled'] else 'no'} (from the server log). {server['checkpoint']}; "
              f"LoRA: {server['lora']}; {server['size']}x{server['size']}, {server['steps']} steps; Load SD3.5 Checkpoint "
              "(FP8) -> LoraLoaderModelOnly -> KSampler -> VAEDecode -> SaveImage, queued through /prompt "
-             "(`python bench/lora_server.py`).", "", *table_head("compute", "LoRA strength", "status", "seconds", "image")]
-    lines += [f"| {r['compute']} | {r['lora_strength']:g} | {r['status']} | {r['seconds']} | {', '.join(r['images'])} |"
+             "(`python bench/lora_server.py`; TorchCompileModel between the LoRA and KSampler where the table says).",
+             "", *table_head("compute", "LoRA strength", "TorchCompileModel", "status", "seconds", "image")]
+    lines += [f"| {r['compute']} | {r['lora_strength']:g} | {'yes' if r.get('torch_compile_model') else 'no'} | "
+              f"{r['status']}{': ' + r['error'] if r.get('error') else ''} | {r['seconds']} | {', '.join(r['images'])} |"
               for r in server["runs"]]
     return "\n".join(lines) + "\n"
 

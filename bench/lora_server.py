@@ -1,6 +1,8 @@
 """LoRA on a real ComfyUI server on the GPU: ComfyUI's main.py with its defaults (on 0.33, DynamicVRAM
 on), this pack's checkpoint loader -> LoraLoaderModelOnly -> KSampler -> VAEDecode -> SaveImage
-queued through the API, once per compute path and once more at another LoRA strength.
+queued through the API, once per compute path, once more at another LoRA strength, and once with stock
+TorchCompileModel between the LoRA and the sampler (on 0.33 with DynamicVRAM the node compiles a copy
+of the model that it has the loader build again outside DynamicVRAM).
 
   SD35FP8_HOST=/tmp/host033 python bench/lora_server.py --out DIR
 
@@ -23,7 +25,7 @@ from safetensors.torch import save_file
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from devtools.comfy_host import host_env  # noqa: E402
-from devtools.comfy_server import ComfyServer, make_base  # noqa: E402
+from devtools.comfy_server import ComfyServer, execution_error, make_base  # noqa: E402
 from devtools.random_lora import random_lora  # noqa: E402
 from devtools.tiny_sd3 import MMDIT_PREFIX, clip_state_dict, mmdit_state_dict, taesd_vae_state_dict  # noqa: E402
 
@@ -40,8 +42,8 @@ def write_models(models):
     save_file({k: v.contiguous() for k, v in checkpoint.items()}, str(models / "checkpoints" / CHECKPOINT))
 
 
-def prompt(compute, strength, size, steps):
-    return {
+def prompt(compute, strength, size, steps, compiled=False):
+    graph = {
         "1": {"class_type": "SD35FP8CheckpointLoader", "inputs": {"ckpt_name": CHECKPOINT, "policy": "fp8_default",
                                                                  "compute": compute}},
         "2": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": LORA,
@@ -55,8 +57,13 @@ def prompt(compute, strength, size, steps):
                                                    "latent_image": ["5", 0], "denoise": 1.0}},
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
         "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0],
-                                                    "filename_prefix": f"lora_{compute}_{strength:g}"}},
+                                                    "filename_prefix": f"lora_{compute}_{strength:g}"
+                                                                       + ("_compiled" if compiled else "")}},
     }
+    if compiled:
+        graph["9"] = {"class_type": "TorchCompileModel", "inputs": {"model": ["2", 0], "backend": "inductor"}}
+        graph["6"]["inputs"]["model"] = ["9", 0]
+    return graph
 
 
 def main():
@@ -82,16 +89,18 @@ def main():
     server.start(timeout=300)
     try:
         report["comfyui"] = server.get("/system_stats")["system"].get("comfyui_version")
-        for compute, strength in (("auto", 1.0), ("weight_only", 1.0), ("auto", 0.5)):
+        for compute, strength, compiled in (("auto", 1.0, False), ("weight_only", 1.0, False), ("auto", 0.5, False),
+                                            ("auto", 1.0, True)):
             started = time.perf_counter()
-            history = server.run(prompt(compute, strength, args.size, args.steps), timeout=600)
+            history = server.run(prompt(compute, strength, args.size, args.steps, compiled), timeout=600)
             images = [image for output in history["outputs"].values() for image in output.get("images", [])]
             files = [base / "output" / image.get("subfolder", "") / image["filename"] for image in images]
             for file in files:
                 shutil.copy(file, args.out / file.name)
-            report["runs"].append({"compute": compute, "lora_strength": strength,
+            report["runs"].append({"compute": compute, "lora_strength": strength, "torch_compile_model": compiled,
                                    "status": history["status"].get("status_str"), "seconds": round(time.perf_counter() - started, 1),
-                                   "images": [f.name for f in files if f.exists()]})
+                                   "images": [f.name for f in files if f.exists()],
+                                   "error": (execution_error(history) or {}).get("exception_message")})
             print(json.dumps(report["runs"][-1]), flush=True)
     finally:
         server.stop()
