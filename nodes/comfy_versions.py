@@ -165,9 +165,8 @@ def build_text_encoders(state_dicts, model_options, disable_dynamic=False, **opt
 
 
 def register_reload(model_patcher, reload, arguments):
-    """Tells ComfyUI how to load this model (a MODEL, or a CLIP's patcher) again: 0.33 calls
-    reload(*arguments, disable_dynamic=True)
-    where it needs the model outside DynamicVRAM (TorchCompileModel, conditioning hooks, a copy for
-    another device) and raises without it, as it would for any loader that does not say; 0.3.x never
-    asks."""
+    """Tells ComfyUI how to load this model (a MODEL, or a CLIP's patcher) again, as its own loaders do:
+    0.33 calls reload(*arguments, disable_dynamic=True) where it needs the model outside DynamicVRAM
+    (TorchCompileModel, conditioning hooks, a copy for another device) and raises for a model without
+    it; 0.3.x never asks."""
     model_patcher.cached_patcher_init = (reload, arguments)
