@@ -91,4 +91,13 @@ def reload_mmdit(path, policy, force_weight_only, disable_dynamic=False):
 
 
 def load_vae(header, contents):
-    return comfy.sd.VAE(sd=dict(_strip(VAE_PREFIX, read_tensors(header, contents.vae_keys))))
+    vae = comfy.sd.VAE(sd=dict(_strip(VAE_PREFIX, read_tensors(header, contents.vae_keys))))
+    register_reload(vae.patcher, reload_vae_patcher, (header.path,))
+    return vae
+
+
+def reload_vae_patcher(path, disable_dynamic=False):
+    """The patcher of the file's VAE loaded again (ComfyUI's reload factory). disable_dynamic is taken and
+    left alone, as ComfyUI's own VAE reload (comfy.sd.load_vae_patcher) does: only its multi-GPU copies ask."""
+    header, contents = open_sd35_file(path)
+    return load_vae(header, contents).patcher

@@ -292,3 +292,17 @@ def test_comfyui_can_load_our_model_again_outside_dynamic_vram(lora_on_fp8_layer
         outputs.append(mmdit_output(model, inputs))
         model.unpatch_model()
     assert torch.equal(*outputs), "the copy is the same FP8 model with the same LoRA"
+
+
+def test_comfyui_can_load_our_vae_again(pack, models_dir):
+    """The checkpoint's VAE says how to load it again too, as ComfyUI's VAE loader does (0.33's
+    multi-GPU nodes copy a VAE through it; clone(force_deepcopy=True) takes that path)."""
+    import inspect
+    write_checkpoint(models_dir / "checkpoints" / "with_vae.safetensors")
+    _, _, vae = load_checkpoint(pack, "with_vae.safetensors", "fp8_default")
+    if "force_deepcopy" not in inspect.signature(vae.patcher.clone).parameters:
+        pytest.skip("this ComfyUI never loads a model again (0.33 does)")
+    copy = vae.patcher.clone(force_deepcopy=True)
+    assert copy.model is not vae.patcher.model
+    loaded, again = vae.patcher.model.state_dict(), copy.model.state_dict()
+    assert loaded.keys() == again.keys() and all(torch.equal(again[k], v) for k, v in loaded.items())
