@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from bench.sd35_bench import conditioning, custom_ops_in_eager, sample
+from devtools.built_again import built_again
 from devtools.comfy_host import import_comfy_in_process
 from devtools.tiny_sd3 import mmdit_state_dict
 
@@ -42,14 +43,11 @@ def test_models_can_be_built_again_as_torch_compile_model_asks_under_dynamic_vra
     """ComfyUI 0.33's TorchCompileModel compiles a copy built outside DynamicVRAM through the loader's
     reload; the benchmark's models say how, as loaders do (clone(force_deepcopy=True): the same path on
     any device)."""
-    import inspect
     import_comfy_in_process()
     from bench.sd35_bench import build
     weights = mmdit_state_dict("medium", depth=1, seed=0, prefix="")
     model = build(variant, weights)
-    if "force_deepcopy" not in inspect.signature(model.clone).parameters:
-        pytest.skip("this ComfyUI never builds a model again (0.33 does)")
-    copy = model.clone(force_deepcopy=True)
+    copy = built_again(model)
     assert copy.model is not model.model
     built, again = model.model.state_dict(), copy.model.state_dict()
     assert built.keys() == again.keys()

@@ -3,6 +3,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from devtools.built_again import built_again
 from devtools.numerics import relative_error
 from devtools.tiny_sd3 import mmdit_state_dict, write_checkpoint, write_diffusion_model
 
@@ -278,11 +279,8 @@ def test_comfyui_can_load_our_model_again_outside_dynamic_vram(lora_on_fp8_layer
     """ComfyUI 0.33 asks the loader for a fresh copy of a model (ModelPatcher.cached_patcher_init) where it
     needs one outside DynamicVRAM: TorchCompileModel, conditioning hooks, a copy for another device. It
     raises for a loader that gives none. `clone(force_deepcopy=True)` takes the same path on any device."""
-    import inspect
     patched, _, _, _ = lora_on_fp8_layer
-    if "force_deepcopy" not in inspect.signature(patched.clone).parameters:
-        pytest.skip("this ComfyUI never loads a model again (0.33 does)")
-    copy = patched.clone(force_deepcopy=True)
+    copy = built_again(patched)
     assert copy.model is not patched.model and type(copy).__name__ == "ModelPatcher"
     assert copy.model.sd35_fp8_origin.policy == patched.model.sd35_fp8_origin.policy
     inputs = random_inputs()
@@ -297,12 +295,9 @@ def test_comfyui_can_load_our_model_again_outside_dynamic_vram(lora_on_fp8_layer
 def test_comfyui_can_load_our_vae_again(pack, models_dir):
     """The checkpoint's VAE says how to load it again too, as ComfyUI's VAE loader does (0.33's
     multi-GPU nodes copy a VAE through it; clone(force_deepcopy=True) takes that path)."""
-    import inspect
     write_checkpoint(models_dir / "checkpoints" / "with_vae.safetensors")
     _, _, vae = load_checkpoint(pack, "with_vae.safetensors", "fp8_default")
-    if "force_deepcopy" not in inspect.signature(vae.patcher.clone).parameters:
-        pytest.skip("this ComfyUI never loads a model again (0.33 does)")
-    copy = vae.patcher.clone(force_deepcopy=True)
+    copy = built_again(vae.patcher)
     assert copy.model is not vae.patcher.model
     loaded, again = vae.patcher.model.state_dict(), copy.model.state_dict()
     assert loaded.keys() == again.keys() and all(torch.equal(again[k], v) for k, v in loaded.items())

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from devtools import tiny_sd3
+from devtools.built_again import built_again
 from devtools.numerics import relative_error
 from devtools.tiny_text_encoders import NARROW_T5, scaled_fp8, t5_state_dict
 
@@ -327,11 +328,8 @@ def test_comfyui_can_load_our_clip_again_outside_dynamic_vram(pack, encoder_file
     """As for the MODEL (tests/nodes/test_loaders.py): ComfyUI 0.33 reloads a CLIP's patcher outside
     DynamicVRAM for conditioning hooks (Set CLIP Hooks: clip.clone(disable_dynamic=True)) and raises for
     a loader that does not say how; clone(force_deepcopy=True) takes that path on any device."""
-    import inspect
     clip = load(pack, clip_l="clip_l.safetensors")
-    if "force_deepcopy" not in inspect.signature(clip.patcher.clone).parameters:
-        pytest.skip("this ComfyUI never loads a model again (0.33 does)")
-    copy = clip.patcher.clone(force_deepcopy=True)
+    copy = built_again(clip.patcher)
     assert copy.model is not clip.patcher.model
     loaded, again = clip.patcher.model.state_dict(), copy.model.state_dict()
     assert loaded.keys() == again.keys()
