@@ -50,11 +50,12 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         if self.weight_scale is None:
             return super().forward_comfy_cast_weights(input)
         weight, bias, offload_stream = cast_stored_weight(self, input)
-        # non_blocking: a blocking copy would synchronize the stream for every offloaded layer and
-        # stall ComfyUI's weight streaming (low VRAM).
-        linear = self.linears[self.input_activation]
-        out = linear(input, weight, self.weight_scale.to(device=input.device, non_blocking=True), bias,
-                     lora_side_path(self, weight))
+        scale = self.weight_scale
+        if scale.device != input.device:
+            # non_blocking: a blocking copy would synchronize the stream for every offloaded layer and
+            # stall ComfyUI's weight streaming (low VRAM).
+            scale = scale.to(device=input.device, non_blocking=True)
+        out = self.linears[self.input_activation](input, weight, scale, bias, lora_side_path(self, weight))
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
 

@@ -28,17 +28,26 @@ class LowRank(NamedTuple):
     up: torch.Tensor    # (out, rank), fp32
     down: torch.Tensor  # (rank, in), fp32
 
+    def factors_in(self, dtype: torch.dtype):
+        """(up, down) in dtype; the stored tensors themselves when they are in it already, as they are in
+        the model's compute dtype: a `.to` that changes nothing still costs microseconds of host time
+        on every call of every LoRA'd layer."""
+        if self.up.dtype == dtype:
+            return self.up, self.down
+        return self.up.to(dtype), self.down.to(dtype)
+
     def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """out += x @ (up @ down).T, in place, the cheap way round: a rank-sized intermediate and one
         GEMM that accumulates into out (the output is read and written once more, not three times)."""
+        up, down = self.factors_in(x.dtype)
         out2d = out.view(-1, out.shape[-1])
-        out2d.addmm_(x.reshape(-1, x.shape[-1]) @ self.down.to(x.dtype).t(), self.up.to(x.dtype).t())
+        out2d.addmm_(x.reshape(-1, x.shape[-1]) @ down.t(), up.t())
         return out
 
     def merge_into(self, weight: torch.Tensor) -> torch.Tensor:
         """weight += up @ down, in place: for a weight dequantized for this call only, cheaper than
         add_to once the input has more rows than the weight has columns."""
-        return weight.addmm_(self.up.to(weight.dtype), self.down.to(weight.dtype))
+        return weight.addmm_(*self.factors_in(weight.dtype))
 
 
 def low_rank_factors(difference: torch.Tensor, tolerance: float, max_rank: int = MAX_RANK) -> Optional[LowRank]:

@@ -80,8 +80,8 @@ def fp8_linear_rowwise_low_rank(x, weight_fp8, weight_scale, bias, low_rank, qua
     GEMM; quantize: x2d -> (fp8 rows, row scales); gemm: fp8_gemm_low_rank_op() or the reference."""
     x2d = x.reshape(-1, x.shape[-1])
     x_fp8, x_scale = quantize(x2d)
-    low = x2d @ low_rank.down.to(x.dtype).t()
-    up = low_rank.up.to(x.dtype)
+    up, down = low_rank.factors_in(x.dtype)
+    low = x2d @ down.t()
     padding = gemm_rank(up.shape[1]) - up.shape[1]
     if padding:
         low, up = F.pad(low, (0, padding)), F.pad(up, (0, padding))

@@ -231,10 +231,14 @@ def test_a_new_patch_object_for_an_unchanged_lora_keeps_its_side_path(lora_on_fp
     outputs, searches = [], []
     half_strength = {key: [(0.5, *entry[1:]) for entry in patched.patches[key]]}
     for patches in (patched.patches, patched.patches, half_strength):
-        layer.weight_lowvram_function = comfy.model_patcher.LowVramPatch(key, patches)
+        patch = comfy.model_patcher.LowVramPatch(key, patches)
+        layer.weight_lowvram_function = patch
         with counted_factor_searches() as count:
             outputs.append(layer_output(layer, x))
         searches.append(count[0])
+        # from its second call the patch is hidden from ComfyUI's cast, and handed back after it
+        assert torch.equal(layer_output(layer, x), outputs[-1])
+        assert layer.weight_lowvram_function is patch
     layer.weight_lowvram_function = None
     assert searches == [1, 0, 1]
     assert torch.equal(outputs[0], outputs[1])

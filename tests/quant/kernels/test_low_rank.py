@@ -56,6 +56,18 @@ def test_add_to_matches_the_merged_product(dtype):
     assert relative_error(out, expected) <= (1e-5 if dtype == torch.float32 else 1e-2)
 
 
+def test_factors_in_their_own_dtype_are_handed_out_as_stored():
+    """The per-call path asks for the factors in the compute dtype they were stored in: no copy (nor
+    the host time of a `.to` that changes nothing); another dtype gets converted copies."""
+    difference = torch.randn(64, 8) @ torch.randn(8, 48)
+    factors = low_rank_factors(difference, tolerance=1e-5 * torch.linalg.matrix_norm(difference))
+    up, down = factors.factors_in(torch.float32)
+    assert up is factors.up and down is factors.down
+    up, down = factors.factors_in(torch.bfloat16)
+    assert up.dtype == down.dtype == torch.bfloat16 and torch.equal(up, factors.up.bfloat16())
+    assert torch.equal(down, factors.down.bfloat16())
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_lora_beside_an_fp8_weight_from_a_patch_computed_in_any_float_dtype(dtype):
     """ComfyUI merges a LoRA in float32 (0.3.75) or in fp16 on a GPU (0.33): either way the side
