@@ -84,10 +84,20 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
         return comfy.float.stochastic_rounding(stored, weight.dtype, seed=string_to_seed(self.key))
 
 
+def _lowvram_function(layer):
+    """The patch 0.33's DynamicVRAM sets on the layer (weight_lowvram_function), or None where it sets
+    none: 0.3.x and 0.33 without DynamicVRAM never do, and there getattr's default costs an
+    nn.Module.__getattr__ and an AttributeError, three times per call of every layer. Traced by
+    torch.compile, the plain getattr that Dynamo knows."""
+    if torch.compiler.is_compiling():
+        return getattr(layer, "weight_lowvram_function", None)
+    return layer.__dict__.get("weight_lowvram_function")
+
+
 def _own_lowvram_patches(layer):
     # ComfyUI creates its LowVramPatch objects at load and at partial unload, in every version;
     # swapping the class keeps the object ComfyUI holds (its prepared patches and pinned memory).
-    for patch in (*layer.weight_function, getattr(layer, "weight_lowvram_function", None)):
+    for patch in (*layer.weight_function, _lowvram_function(layer)):
         if type(patch) is comfy.model_patcher.LowVramPatch:
             patch.__class__ = ScaledLowVramPatch
             patch.sd35_fp8_layer = layer
@@ -103,7 +113,7 @@ def _side_paths_hidden(layer):
     it would otherwise copy the weight for them on every call (every version) and, under 0.33's
     DynamicVRAM, widen each faulted weight, call the patch and stochastically round it back, for a
     weight the side path leaves unchanged."""
-    lowvram = getattr(layer, "weight_lowvram_function", None)
+    lowvram = _lowvram_function(layer)
     functions = layer.weight_function
     hide_lowvram = _beside(lowvram)
     kept = [f for f in functions if not _beside(f)]
@@ -146,7 +156,7 @@ def lora_side_path(layer, weight):
     merged = getattr(layer.weight, "sd35_low_rank", None)
     if merged is not None:
         return merged
-    for patch in (*layer.weight_function, getattr(layer, "weight_lowvram_function", None)):
+    for patch in (*layer.weight_function, _lowvram_function(layer)):
         if isinstance(patch, ScaledLowVramPatch):
             return patch.low_rank(weight)
     return None
