@@ -112,7 +112,7 @@ def run_cell(variant, state_name, model, args, positive, negative):
     torch.cuda.reset_peak_memory_stats()
     try:
         with counted_factor_searches() as searches:
-            if f"{variant}:{state_name}" in args.profile:
+            if f"{variant}:{state_name}" in args.profile or f"{variant}:*" in args.profile:
                 # profiled while timed: the profiler's overhead is in this cell's step times
                 (latent, times, in_use), cell["profile_per_step"] = profiled_per_step(
                     lambda on_step: sample_timed(model, args, positive, negative, lambda issued_at: on_step()))
@@ -232,7 +232,9 @@ def main():
                         help="run the LoRA states this many times in turn on the same model; s/step is the "
                              "median of the rounds' medians")
     parser.add_argument("--profile", nargs="*", default=[],
-                        help="variant:state cells profiled step by step while timed, e.g. 'ours_fp8:LoRA removed'")
+                        help="variant:state cells profiled step by step while timed, e.g. 'ours_fp8:LoRA removed'; "
+                             "'ours_fp8:*' for every state of a variant (the report then gives the LoRA's cost in "
+                             "GPU time beside s/step)")
     parser.add_argument("--count", action="store_true",
                         help="every cell: CPU time, garbage collections and ComfyUI staging calls per step "
                              "(devtools/step_accounting.py)")

@@ -1,0 +1,41 @@
+"""bench/lora_report.py's criteria from a LoRA matrix run: s/step and, for cells profiled step by step,
+the LoRA's cost in GPU time (the wall time of an eager step can be set by the host)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # lora_report imports report as a sibling
+from bench.lora_report import matrix_table, verdicts  # noqa: E402
+
+
+def _cell(lora, s_per_step, gpu_ms=None):
+    cell = {"variant": "ours_fp8", "lora": lora, "s_per_step": s_per_step, "device_in_use_gib": 9.0}
+    if gpu_ms is not None:
+        # the first step holds the factor searches and autotuning: left out of the median
+        cell["profile_per_step"] = [{"gpu_ms": 3000.0}] + [{"gpu_ms": ms} for ms in gpu_ms]
+    return cell
+
+
+@pytest.fixture
+def run():
+    return {"label": "0.33 DynamicVRAM", "vram_cap_gib": 0, "device": "NVIDIA H200", "torch": "2.11", "comfyui": "0.33.0",
+            "model_patcher": "ModelPatcherDynamic", "model": "SD3.5 Large", "size": 1024, "cfg": 4.5, "batch": 2,
+            "sampler": "euler", "steps": 8, "lora_rank": 16, "command": "python bench/lora_matrix.py",
+            "results": [_cell("none", 0.160, [155.0, 156.0, 155.5]),
+                        _cell("one LoRA", 0.190, [161.0, 161.5, 162.0]),  # host-bound: +18.8% s/step, +3.9% GPU time
+                        _cell("two stacked", 0.165, [170.0, 171.0, 172.0]),  # +3.1% s/step, +10.0% GPU time
+                        _cell("strength changed", 0.161)]}  # not profiled
+
+
+def test_the_lora_cost_in_gpu_time_is_its_own_criterion(run):
+    rows = dict(line.strip("| ").split(" | ") for line in verdicts([run]).splitlines()[2:])
+    assert rows["a LoRA costs at most 5% s/step"] == "2 of 3"
+    assert rows["a LoRA costs at most 5% GPU time per step (profiled cells)"] == "1 of 2"
+
+
+def test_profiled_cells_show_their_gpu_time_and_its_cost(run):
+    table = matrix_table(run)
+    assert "| 155.5 | 0.160 |" in table and "| 161.5 (+3.9%) |" in table and "| 171.0 (+10.0%) |" in table
+    strength_row = next(line for line in table.splitlines() if "| strength changed |" in line)
+    assert strength_row.split("|")[9].strip() == ""  # measured without the profiler: no GPU time
