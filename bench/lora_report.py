@@ -136,15 +136,16 @@ def server_section(server):
     return "\n".join(lines) + "\n"
 
 
-def main():
+def lora_results():
+    """The LoRA section of the results page, as markdown."""
     runs = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("lora_*.json")) if path.name != "lora_server.json"]
     server = json.loads((RESULTS / "lora_server.json").read_text())
     sections = ["## LoRA, offloading and DynamicVRAM (the LoRA issue)\n",
                 (BENCH / "analysis_lora.md").read_text(), "\n### The criteria, over the tables below\n", verdicts(runs),
                 "\n" + server_section(server)]
     sections += ["\n" + matrix_table(run) for run in runs]
-    (BENCH / "RESULTS_lora.md").write_text("\n".join(sections))
+    return "\n".join(sections)
 
 
 if __name__ == "__main__":
-    main()
+    (BENCH / "RESULTS_lora.md").write_text(lora_results())

@@ -1,0 +1,20 @@
+"""bench/RESULTS.md, its LoRA section and its chart, built again from the committed results: the committed
+pages are what the scripts make of the committed JSON and analysis (a stale page, or a script that no
+longer runs on the results it was written for, fails here)."""
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))  # the report scripts import each other as siblings
+from bench.lora_report import lora_results  # noqa: E402
+from bench.report import build  # noqa: E402
+
+
+def test_the_lora_section_is_up_to_date():
+    assert lora_results() == (BENCH / "RESULTS_lora.md").read_text()
+
+
+def test_the_results_page_and_its_chart_are_built_from_the_committed_results(tmp_path):
+    build(tmp_path / "RESULTS.md", tmp_path / "chart.png")
+    assert (tmp_path / "RESULTS.md").read_text() == (BENCH / "RESULTS.md").read_text()
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
