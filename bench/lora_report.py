@@ -8,7 +8,10 @@ import json
 import statistics
 from pathlib import Path
 
-from report import table_head  # bench/report.py, beside this script
+try:
+    from report import table_head  # bench/report.py, beside this script when it runs as one
+except ModuleNotFoundError:
+    from bench.report import table_head  # imported from the repository root (the tests)
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"

@@ -1,12 +1,8 @@
 """bench/lora_report.py's criteria from a LoRA matrix run: s/step and, for cells profiled step by step,
 the LoRA's cost in GPU time (the wall time of an eager step can be set by the host)."""
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # lora_report imports report as a sibling
-from bench.lora_report import matrix_table, verdicts  # noqa: E402
+from bench.lora_report import matrix_table, verdicts
 
 
 def _cell(lora, s_per_step, gpu_ms=None):

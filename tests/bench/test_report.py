@@ -1,13 +1,12 @@
 """bench/RESULTS.md, its LoRA section and its chart, built again from the committed results: the committed
 pages are what the scripts make of the committed JSON and analysis (a stale page, or a script that no
 longer runs on the results it was written for, fails here)."""
-import sys
 from pathlib import Path
 
+from bench.lora_report import lora_results
+from bench.report import build
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))  # the report scripts import each other as siblings
-from bench.lora_report import lora_results  # noqa: E402
-from bench.report import build  # noqa: E402
 
 
 def test_the_lora_section_is_up_to_date():
