@@ -3,7 +3,7 @@ sampling (comfy.sample.sample): seconds per step, peak memory, load time and err
 
   python bench/sd35_bench.py --model large --weights gaussian --modes eager compiled --out bench/results
   python bench/sd35_bench.py --model large --vram-cap-gib 8 --variants stock_fp8 ours_fp8 --out bench/results
-  python bench/sd35_bench.py --model medium --modes eager --variants ours_fp8 ours_fp8_custom_ops --out DIR
+  python bench/sd35_bench.py --model medium --modes eager --variants ours_fp8 ours_fp8_comfy_qk_norm --out DIR
 
 Random weights at the real shapes (no weights can be downloaded); one JSON file per run, which
 bench/report.py turns into bench/RESULTS.md and the chart.
@@ -32,9 +32,11 @@ MODELS = {"large": dict(depth=38, pos_embed_max_size=192, attn2_blocks=set(), na
           "medium": dict(depth=24, pos_embed_max_size=384, attn2_blocks=set(range(13)), name="SD3.5 Medium"),
           "tiny": dict(depth=2, pos_embed_max_size=32, attn2_blocks={0}, name="tiny (smoke test)")}
 VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", "ours_fp8")
-# Run only when named: ours FP8 with its eager kernel calls through their custom ops, as before
-# quant/kernels/opaque_op.py (an A/B of that change in one process).
-AB_VARIANTS = ("ours_fp8_custom_ops",)
+# Run only when named, each an A/B of one change in one process: ours FP8 with its eager kernel calls
+# through their custom ops, as before quant/kernels/opaque_op.py; ours FP8 with ComfyUI's q and k norms,
+# as before nodes/qk_norm.py; ours FP8 with ComfyUI's transposed image tokens, as before
+# nodes/token_layout.py.
+AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens")
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 CFG, SAMPLER = 4.5, "euler"
@@ -78,8 +80,20 @@ def build(variant, weights, disable_dynamic=False):
         model, _, _ = build_fp8_model(iter(weights.items()), len(weights), total, "bench", "random weights",
                                       POLICIES["fp8_default"], force_weight_only=variant == "ours_weight_only",
                                       disable_dynamic=disable_dynamic)
+        if variant == "ours_fp8_comfy_qk_norm":
+            comfyui_qk_norms(model.model.diffusion_model)
+        if variant == "ours_fp8_transposed_tokens":
+            model.model.diffusion_model.x_embedder.norm = torch.nn.Identity()  # ComfyUI's patch embedding
     register_reload(model, build, (variant, weights))
     return model
+
+
+def comfyui_qk_norms(diffusion_model):
+    """The q and k norms as ComfyUI builds them, not in one pass (the variant ours_fp8_comfy_qk_norm)."""
+    from comfy.ldm.modules.diffusionmodules.mmdit import RMSNorm
+    for module in diffusion_model.modules():
+        if isinstance(module, RMSNorm):
+            module.__class__ = RMSNorm
 
 
 def torch_compile_model(model):

@@ -22,6 +22,8 @@ from ..quant.layouts.sd35_layout import VAE_PREFIX, read_contents
 from .comfy_versions import build_diffusion_model, register_reload
 from .mlp_gelu import move_gelu_into_fc2
 from .ops import make_fp8_ops
+from .qk_norm import use_one_pass_qk_norm
+from .token_layout import make_image_tokens_contiguous
 
 
 def resolve_model_file(folder, file_name):
@@ -66,6 +68,9 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     if model is None:
         raise SD35FP8Error(f"{source_name}: ComfyUI could not build an SD3 model from its MMDiT weights.")
     move_gelu_into_fc2(model.model.diffusion_model)
+    make_image_tokens_contiguous(model.model.diffusion_model)
+    if compute_path.triton_kernels:
+        use_one_pass_qk_norm(model.model.diffusion_model)
     logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s", source_name, report.summary(model_name),
                  str(compute_dtype).replace("torch.", ""), compute_path.summary)
     return model, report, compute_path

@@ -37,7 +37,7 @@ class ComputePath:
     @property
     def summary(self):
         small = (f"; linears on <= {SMALL_M_MAX_ROWS} rows (adaLN modulation): FP8-weight kernel, "
-                 f"unquantized activations" if self.triton_kernels else "")
+                 f"unquantized activations; q and k RMS norms in one pass" if self.triton_kernels else "")
         gelu = "; MLP GELU and fc2's activation quantization in one kernel" if self.gelu_quantize_kernel else ""
         return f"{self.name}: {self.reason}{small}{gelu}"
 

@@ -156,3 +156,33 @@ def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_sc
                                  x2d.stride(0), PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
                                  BLOCK_M=block_rows)
     return out
+
+
+@triton.jit
+def _head_rms_norm_kernel(x_ptr, weight_ptr, out_ptr, n_rows, heads, tokens, batch_stride, token_stride, head_stride,
+                          eps, HAS_WEIGHT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_ROWS: tl.constexpr):
+    # Many heads per program: a 64-wide row is 128 bytes, far too little work for a program of its own.
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    mask = rows < n_rows
+    head, token, batch = rows % heads, (rows // heads) % tokens, rows // (heads * tokens)
+    starts = batch * batch_stride + token * token_stride + head * head_stride
+    cols = tl.arange(0, HEAD_DIM)
+    x = tl.load(x_ptr + starts[:, None] + cols[None, :], mask=mask[:, None], other=0.0).to(tl.float32)
+    y = x * tl.rsqrt(tl.sum(x * x, axis=1) / HEAD_DIM + eps)[:, None]
+    if HAS_WEIGHT:
+        y = y * tl.load(weight_ptr + cols).to(tl.float32)[None, :]
+    tl.store(out_ptr + rows[:, None] * HEAD_DIM + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask[:, None])
+
+
+def head_rms_norm_triton(x: torch.Tensor, weight, eps: float):
+    """torch.nn.functional.rms_norm over the last dimension of x (batch, tokens, heads, head_dim), for a
+    CUDA tensor whose last dimension is contiguous and a power of two; weight: None or (head_dim,) in
+    x's dtype. The heads of q and k arrive as strided views of the qkv output: read in place, written
+    contiguous."""
+    batch, tokens, heads, head_dim = x.shape
+    out = torch.empty((batch, tokens, heads, head_dim), device=x.device, dtype=x.dtype)
+    n_rows, block_rows = batch * tokens * heads, 64
+    _head_rms_norm_kernel[(triton.cdiv(n_rows, block_rows),)](
+        x, out if weight is None else weight, out, n_rows, heads, tokens, x.stride(0), x.stride(1), x.stride(2), eps,
+        HAS_WEIGHT=weight is not None, HEAD_DIM=head_dim, BLOCK_ROWS=block_rows, num_warps=4)
+    return out

@@ -36,6 +36,7 @@ def test_triton_kernels_only_on_cuda_8_0_or_newer_with_triton(device, capability
     path = choose_compute_path(device, capability, (2, 11), triton_available=triton_available)
     assert path.triton_kernels is expected
     assert ("FP8-weight kernel" in path.summary) is expected and path.name in path.summary
+    assert ("q and k RMS norms in one pass" in path.summary) is expected
     assert ("MLP GELU and fc2's activation quantization in one kernel" in path.summary) is (
         expected and path.name == FP8_ROWWISE)
 
