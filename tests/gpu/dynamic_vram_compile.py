@@ -31,7 +31,7 @@ def main(seed, folder):
     write_diffusion_model(folder / "diffusion_models" / "tiny.safetensors", variant="medium", seed=seed)
     folder_paths.add_model_folder_path("diffusion_models", str(folder / "diffusion_models"), is_default=True)
     model, = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load("tiny.safetensors", "fp8_default")
-    lora = random_lora(mmdit_state_dict("medium", seed=seed, prefix=""), seed + 1, rank=4, std=0.08)
+    lora = random_lora(mmdit_state_dict("medium", seed=seed, prefix=""), seed + 1, rank=4, std=0.13)
     with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
     compiled = TorchCompileModel.execute(with_lora, "inductor").result[0]
     generator = torch.Generator().manual_seed(seed + 2)

@@ -12,6 +12,10 @@ import torch
 from devtools.comfy_host import REPO
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="DynamicVRAM needs a CUDA GPU; CI has none")
+# Compiled, Inductor keeps the norm and modulation intermediates in fp32 where eager rounds them to
+# bf16, so some activations land on the other side of an fp8 rounding step (tests/gpu/test_fp8_cuda.py,
+# tests/gpu/test_gelu_quantize.py): 0.033 measured here on an H200, ComfyUI 0.33.0.
+COMPILED_BOUND = 0.04
 
 
 def test_torch_compile_model_node_on_our_model_with_a_lora(tmp_path):
@@ -23,7 +27,6 @@ def test_torch_compile_model_node_on_our_model_with_a_lora(tmp_path):
     assert child.returncode == 0, child.stderr[-4000:]
     result = json.loads(child.stdout.strip().splitlines()[-1])
     assert result["loaded_patcher"] == "ModelPatcherDynamic" and result["compiled_patcher"] == "ModelPatcher"
-    assert result["finite"] and result["lora_effect"] > 0.05, result
-    # Compiled, the activations are quantized by Inductor's code instead of the Triton kernel: the same
-    # arithmetic up to fp32 rounding order, far below the LoRA's effect.
-    assert result["compiled_error"] <= 0.02, result
+    # Twice the bound below: a compiled copy that lost the LoRA could not pass it
+    assert result["finite"] and result["lora_effect"] > 2 * COMPILED_BOUND, result
+    assert result["compiled_error"] <= COMPILED_BOUND, result

@@ -25,8 +25,11 @@ def test_triton_row_quantization_matches_reference(rows, cols):
     slow, slow_scale = quantize_rows(x)
     torch.testing.assert_close(fast_scale, slow_scale, rtol=1e-6, atol=0)
     assert not torch.isnan(out.float()).any()
-    mismatched = (out.float() != slow.float()).float().mean().item()
-    assert mismatched < 1e-3  # Triton's fp32 division may differ from torch's by one ulp
+    # Triton's fp32 division may differ from torch's by one ulp, which can round a value to the
+    # neighbouring fp8 code: allowed for a few values (one of the 700 in the 7x100 case did on the H200)
+    code_steps = (out.view(torch.int8).int() - slow.view(torch.int8).int()).abs()
+    assert code_steps.max().item() <= 1
+    assert (code_steps > 0).float().mean().item() < 1e-2
     assert relative_error(out.float() * fast_scale, x) <= 0.03
 
 
