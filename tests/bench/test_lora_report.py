@@ -19,15 +19,26 @@ def run():
             "model_patcher": "ModelPatcherDynamic", "model": "SD3.5 Large", "size": 1024, "cfg": 4.5, "batch": 2,
             "sampler": "euler", "steps": 8, "lora_rank": 16, "command": "python bench/lora_matrix.py",
             "results": [_cell("none", 0.160, [155.0, 156.0, 155.5]),
-                        _cell("one LoRA", 0.190, [161.0, 161.5, 162.0]),  # host-bound: +18.8% s/step, +3.9% GPU time
-                        _cell("two stacked", 0.165, [170.0, 171.0, 172.0]),  # +3.1% s/step, +10.0% GPU time
+                        _cell("one LoRA", 0.190, [161.0, 161.5, 162.0]),  # +3.9% GPU time
+                        _cell("two stacked", 0.165, [170.0, 171.0, 172.0]),  # +10.0% GPU time
                         _cell("strength changed", 0.161)]}  # not profiled
 
 
+def _rows(runs):
+    return dict(line.strip("| ").split(" | ") for line in verdicts(runs).splitlines()[2:])
+
+
 def test_the_lora_cost_in_gpu_time_is_its_own_criterion(run):
-    rows = dict(line.strip("| ").split(" | ") for line in verdicts([run]).splitlines()[2:])
-    assert rows["a LoRA costs at most 5% s/step"] == "2 of 3"
+    rows = _rows([run])
     assert rows["a LoRA costs at most 5% GPU time per step (profiled cells)"] == "1 of 2"
+    # a profiled step's wall time is mostly the profiler's: no s/step verdict from a profiled cell or base
+    assert rows["a LoRA costs at most 5% s/step"] == "no cells measured yet"
+
+
+def test_wall_times_count_where_neither_cell_was_profiled(run):
+    for cell in run["results"]:
+        cell.pop("profile_per_step", None)
+    assert _rows([run])["a LoRA costs at most 5% s/step"] == "2 of 3"
 
 
 def test_profiled_cells_show_their_gpu_time_and_its_cost(run):
