@@ -122,7 +122,7 @@ def _side_paths_hidden(layer):
         return
     # nn.Module.__setattr__ looks for parameters, buffers and submodules of the name first: on an H200
     # host its four calls here cost 17 us of a LoRA'd layer's 304 us call, and about half of the 18 us
-    # of isinstance checks (bench/results/host_cost_033.json). These attributes are none of those.
+    # of isinstance checks (bench/results/diag_host_cost_033_seventh.json). These attributes are none of those.
     # Traced by torch.compile, the plain setattr that Dynamo knows.
     set_attribute = setattr if torch.compiler.is_compiling() else _set_instance_attribute
     if hide_lowvram:
