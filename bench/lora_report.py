@@ -109,10 +109,11 @@ def verdicts(runs):
                     growth.append(cell["latent_error"] - base["latent_error"] <= ERROR_GROWTH)
                 if wall_times_compare(cell, base):
                     cost.append(cell["s_per_step"] <= (1 + LORA_COST) * base["s_per_step"])
-                if wall_times_compare(cell, base) and "s_per_step_rounds" in base:
-                    cost_fastest.append(min(cell["s_per_step_rounds"]) <= (1 + LORA_COST) * min(base["s_per_step_rounds"]))
-                if gpu_ms_per_step(cell) is not None and gpu_ms_per_step(base) is not None:
-                    cost_gpu.append(gpu_ms_per_step(cell) <= (1 + LORA_COST) * gpu_ms_per_step(base))
+                    if "s_per_step_rounds" in base:
+                        cost_fastest.append(min(cell["s_per_step_rounds"]) <= (1 + LORA_COST) * min(base["s_per_step_rounds"]))
+                cell_ms, base_ms = gpu_ms_per_step(cell), gpu_ms_per_step(base)
+                if cell_ms is not None and base_ms is not None:
+                    cost_gpu.append(cell_ms <= (1 + LORA_COST) * base_ms)
         if run["vram_cap_gib"]:
             # every state both ran, and the first run after each load
             for state in ("none", "one LoRA"):

@@ -237,11 +237,10 @@ def build(results_md: Path, chart_png: Path):
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, seventh session: kernels called directly "
                                  "and through their custom ops (ComfyUI 0.33.0, 8 steps)")
                   for model, run in ab_runs.items()),
-                *(run_table(load(f"speed_ab9_033_{model.lower()}_gaussian{suffix}.json"),
-                            f"SD3.5 {model}, Gaussian weights, eager, ninth session: one-pass q and k norms and contiguous "
-                            f"image tokens, each left out in turn ({order}; ComfyUI 0.33.0, 8 steps)")
-                  for model in ("Large", "Medium") for suffix, order in (("", "this order"), ("_reversed", "reversed order"))
-                  if (RESULTS / f"speed_ab9_033_{model.lower()}_gaussian{suffix}.json").exists()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, ninth session: one-pass q and k norms and "
+                                 f"contiguous image tokens, each left out in turn ({order}; ComfyUI 0.33.0, 8 steps)")
+                  for suffix, order in (("", "this order"), ("_reversed", "reversed order"))
+                  for model, run in runs_per_model(f"speed_ab9_033_{{model}}_gaussian{suffix}.json").items()),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
