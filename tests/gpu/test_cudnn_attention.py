@@ -38,6 +38,27 @@ def test_sd35_attention_runs_cudnns_kernel_as_accurately(heads):
     assert relative_error(ours, reference) <= 1.2 * relative_error(comfy, reference) + 1e-4, comfy_kernels
 
 
+def test_it_compiles_in_one_graph_with_cudnns_kernel():
+    """TorchCompileModel traces the override with the rest of the block: its backend order must
+    compile without a graph break and keep cuDNN's kernel."""
+    from devtools.comfy_host import import_comfy_in_process
+    import_comfy_in_process()
+    from comfy.ldm.modules.attention import attention_pytorch
+    from sd35_fp8.nodes.attention_backend import attention_cudnn_first
+    q, k, v = (torch.randn(2, 4250, 24 * 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+
+    def attention(q, k, v):
+        return attention_cudnn_first(attention_pytorch.__wrapped__, q, k, v, 24, transformer_options={},
+                                     _inside_attn_wrapper=True)
+    explanation = torch._dynamo.explain(attention)(q, k, v)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(attention, fullgraph=True)
+    compiled(q, k, v)
+    out, kernels = _kernels(lambda: compiled(q, k, v))
+    assert any("cudnn" in name.lower() for name in kernels), kernels
+    assert relative_error(out, attention(q, k, v)) <= 1e-3
+
+
 def test_the_loader_installs_it_on_hopper():
     from devtools.comfy_host import import_comfy_in_process
     from devtools.tiny_sd3 import mmdit_state_dict
