@@ -16,6 +16,7 @@ import inspect
 
 import torch
 import torch.nn.functional as F
+from comfy.ldm.modules import attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # Below this many q elements ComfyUI leaves torch's default order: cuDNN's setup costs more than it saves
@@ -44,9 +45,10 @@ def use_cudnn_attention(model_patcher):
 def attention_cudnn_first(comfy_attention, q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False,
                           skip_output_reshape=False, **kwargs):
     """ComfyUI's attention_pytorch with cuDNN first in torch's backend order. Anything else ComfyUI's
-    comfy_attention computes, calls with options (scale, GQA) included: versions read them differently."""
+    comfy_attention computes, calls with options (scale, GQA) included: versions read them differently;
+    so do batches ComfyUI splits (SDP_BATCH_LIMIT)."""
     if (comfy_attention.__name__ != "attention_pytorch" or mask is not None or kwargs.keys() - _CALL_CONTEXT
-            or not q.is_cuda or q.nelement() < SMALL_Q_ELEMENTS):
+            or not q.is_cuda or q.nelement() < SMALL_Q_ELEMENTS or q.shape[0] > attention.SDP_BATCH_LIMIT):
         return comfy_attention(q, k, v, heads, mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
                                skip_output_reshape=skip_output_reshape, **kwargs)
     with sdpa_kernel(CUDNN_FIRST, set_priority=True):

@@ -59,6 +59,20 @@ def test_it_compiles_in_one_graph_with_cudnns_kernel():
     assert relative_error(out, attention(q, k, v)) <= 1e-3
 
 
+def test_batches_comfyui_splits_stay_comfyuis(monkeypatch):
+    from devtools.comfy_host import import_comfy_in_process
+    import_comfy_in_process()
+    import comfy.ldm.modules.attention as attention
+    from sd35_fp8.nodes.attention_backend import attention_cudnn_first
+    q, k, v = (torch.randn(2, 4250, 24 * 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+
+    def attention_pytorch(q, k, v, heads, **kwargs):
+        return k
+    assert attention_cudnn_first(attention_pytorch, q, k, v, 24) is not k
+    monkeypatch.setattr(attention, "SDP_BATCH_LIMIT", 1)
+    assert attention_cudnn_first(attention_pytorch, q, k, v, 24) is k
+
+
 def test_the_loader_installs_it_on_hopper():
     from devtools.comfy_host import import_comfy_in_process
     from devtools.tiny_sd3 import mmdit_state_dict
