@@ -35,8 +35,10 @@ VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", 
 # Run only when named, each an A/B of one change in one process: ours FP8 with its eager kernel calls
 # through their custom ops, as before quant/kernels/opaque_op.py; ours FP8 with ComfyUI's q and k norms,
 # as before nodes/qk_norm.py; ours FP8 with ComfyUI's transposed image tokens, as before
-# nodes/token_layout.py.
-AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens")
+# nodes/token_layout.py; ours FP8 with ComfyUI's attention backend order, as before
+# nodes/attention_backend.py.
+AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens",
+               "ours_fp8_comfy_attention")
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 CFG, SAMPLER = 4.5, "euler"
@@ -84,6 +86,8 @@ def build(variant, weights, disable_dynamic=False):
             comfyui_qk_norms(model.model.diffusion_model)
         if variant == "ours_fp8_transposed_tokens":
             model.model.diffusion_model.x_embedder.norm = torch.nn.Identity()  # ComfyUI's patch embedding
+        if variant == "ours_fp8_comfy_attention":
+            model.model_options.get("transformer_options", {}).pop("optimized_attention_override", None)
     register_reload(model, build, (variant, weights))
     return model
 

@@ -19,6 +19,7 @@ from ..quant.files.formats.model_files import read_model_header
 from ..quant.quantize import quantize_state_dict
 from ..quant.files.safetensors_file import read_tensors
 from ..quant.layouts.sd35_layout import VAE_PREFIX, read_contents
+from .attention_backend import cudnn_attention_applies, use_cudnn_attention
 from .comfy_versions import build_diffusion_model, register_reload
 from .mlp_gelu import move_gelu_into_fc2
 from .ops import make_fp8_ops
@@ -71,8 +72,12 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     make_image_tokens_contiguous(model.model.diffusion_model)
     if compute_path.triton_kernels:
         use_one_pass_qk_norm(model.model.diffusion_model)
-    logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s", source_name, report.summary(model_name),
-                 str(compute_dtype).replace("torch.", ""), compute_path.summary)
+    attention = ""
+    if cudnn_attention_applies(device):
+        use_cudnn_attention(model)
+        attention = "; attention: torch SDPA, cuDNN's kernel first"
+    logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s%s", source_name, report.summary(model_name),
+                 str(compute_dtype).replace("torch.", ""), compute_path.summary, attention)
     return model, report, compute_path
 
 
