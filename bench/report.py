@@ -146,11 +146,11 @@ PEAK_BEFORE = {"eager": 8.58, "compiled": 8.09}
 def speed_targets(runs, heading="Speed against stock's best (issue 11)", accuracy=True):
     """Issue 11's table from one run per model (stock and ours in one process), runs: {"Large": run, "Medium": run};
     accuracy: with the error and memory rows (their bounds hold for the 12-step runs)."""
-    device = runs["Large"]
+    device = next(iter(runs.values()))
     lines = [f"## {heading}, {device['device']}, torch {device['torch']}, ComfyUI {device['comfyui']}", "",
              *table_head("", "stock's best in the same run", "target", "ours FP8 matmul", "ratio", "met")]
     for model, mode, stock_variants, target in SPEED_TARGETS:
-        run = runs[model]
+        run = runs.get(model, {"results": []})
         stock = [r for r in run["results"] if r["mode"] == mode and r["variant"] in stock_variants]
         ours = find(run, "ours_fp8", mode)
         if not stock or ours is None:
@@ -217,11 +217,19 @@ def build(results_md: Path, chart_png: Path):
     speed_runs = runs_per_model("speed_{model}_gaussian.json")
     eager_runs = runs_per_model("speed_eager_033_{model}_gaussian.json")
     ab_runs = runs_per_model("speed_ab_033_{model}_gaussian.json")
+    # tenth session: eager in both orders (Large; Medium in the first), compiled Medium
+    ab10_runs = [(order, runs_per_model(f"speed_ab10_033_{{model}}_gaussian{suffix}.json"))
+                 for suffix, order in (("", "first order"), ("_reversed", "reversed order"))]
+    compiled10_runs = runs_per_model("speed_compiled10_033_{model}_gaussian.json")
     sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
                 *([speed_targets(eager_runs, "Eager speed against stock's best, sixth session (8 steps; speed only)",
                                  accuracy=False)] if "Large" in eager_runs else []),
                 *([speed_targets(ab_runs, "Eager speed against stock's best, seventh session (8 steps; speed only)",
                                  accuracy=False)] if "Large" in ab_runs else []),
+                *(speed_targets(runs, f"Speed against stock's best, tenth session, cuDNN attention, eager ({order}; "
+                                      "8 steps; speed only)", accuracy=False) for order, runs in ab10_runs if runs),
+                *([speed_targets(compiled10_runs, "Speed against stock's best, tenth session, cuDNN attention, compiled "
+                                                  "(8 steps; speed only)", accuracy=False)] if compiled10_runs else []),
                 targets(large, compiled_runs, heavy, medium, cap),
                 "\n" + (BENCH / "analysis.md").read_text() + "\n", "## Tables\n\n",
                 run_table(large, "SD3.5 Large, Gaussian weights, eager"),
@@ -242,6 +250,11 @@ def build(results_md: Path, chart_png: Path):
                                  f"contiguous image tokens, each left out in turn ({order}; ComfyUI 0.33.0, 8 steps)")
                   for suffix, order in (("", "this order"), ("_reversed", "reversed order"))
                   for model, run in runs_per_model(f"speed_ab9_033_{{model}}_gaussian{suffix}.json").items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, tenth session: cuDNN's attention kernel first "
+                                 f"against ComfyUI 0.33's order ({order}; ComfyUI 0.33.0, 8 steps)")
+                  for order, runs in ab10_runs for model, run in runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, tenth session (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in compiled10_runs.items()),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
