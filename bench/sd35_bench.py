@@ -246,11 +246,14 @@ def run_variant(variant, mode, weights, args, positive, negative, references):
     result["warmup_s"] = round(time.perf_counter() - started, 1)
     torch._dynamo.utils.counters.clear()
     torch.cuda.reset_peak_memory_stats()
+    # what stays allocated between runs (weights, anything a compiled model keeps), apart from the
+    # peak's transients
+    resident_gib = round(torch.cuda.memory_allocated() / GIB, 2)
     step_times, issue_times = [], []
     latent = sample(model, args.size, args.steps, args.seed, positive, negative, step_times, issue_times)
     result.update(s_per_step=round(statistics.median(step_times), 4), step_times=[round(t, 4) for t in step_times],
                   host_issue_s_per_step=round(statistics.median(issue_times), 4),
-                  peak_gib=round(torch.cuda.max_memory_allocated() / GIB, 2),
+                  peak_gib=round(torch.cuda.max_memory_allocated() / GIB, 2), resident_gib=resident_gib,
                   recompiles=int(sum(torch._dynamo.utils.counters["recompiles"].values())),
                   model_gib=round(model.model_size() / GIB, 2))
     if forward is not None:
