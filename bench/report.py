@@ -150,7 +150,9 @@ def speed_targets(runs, heading="Speed against stock's best (issue 11)", accurac
     lines = [f"## {heading}, {device['device']}, torch {device['torch']}, ComfyUI {device['comfyui']}", "",
              *table_head("", "stock's best in the same run", "target", "ours FP8 matmul", "ratio", "met")]
     for model, mode, stock_variants, target in SPEED_TARGETS:
-        run = runs.get(model, {"results": []})
+        if model not in runs:
+            continue
+        run = runs[model]
         stock = [r for r in run["results"] if r["mode"] == mode and r["variant"] in stock_variants]
         ours = find(run, "ours_fp8", mode)
         if not stock or ours is None:
