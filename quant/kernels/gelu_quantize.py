@@ -7,7 +7,8 @@ two-pass looped reduction, one pass for the abs-max and one to cast: measured 10
 Large step on an H200, about 0.9 TB/s. The Triton kernel (triton_kernels.py) keeps a row in
 registers and reads it once. Registered as the custom op `sd35_fp8::gelu_quantize_rows` when first
 asked for, opaque to torch.compile, so Inductor leaves it one kernel (opaque_op.py; eager calls the
-kernel directly); CPU tensors take the reference.
+kernel directly; compiled code launches it from Inductor's own code where torch has triton_op); CPU
+tensors take the reference.
 """
 from functools import cache
 from typing import Tuple
@@ -39,6 +40,11 @@ def _gelu_quantize_rows_impl(x2d: torch.Tensor) -> Tuple[torch.Tensor, torch.Ten
     return gelu_quantize_rows_triton(x2d)
 
 
+def _gelu_quantize_rows_traceable(x2d: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    from .triton_kernels import gelu_quantize_rows_triton
+    return gelu_quantize_rows_triton(x2d, wrap=torch.library.wrap_triton)
+
+
 def _gelu_quantize_rows_shape(x2d):
     return x2d.new_empty(x2d.shape, dtype=FP8_DTYPE), x2d.new_empty((x2d.shape[0], 1), dtype=torch.float32)
 
@@ -47,4 +53,5 @@ def _gelu_quantize_rows_shape(x2d):
 def gelu_quantize_rows_op():
     """The op x2d -> (fp8 values, scales) for CUDA tensors, registered on the first call; take it
     outside compiled code, which then calls it."""
-    return OpaqueToCompile(_OP_NAME, _gelu_quantize_rows_impl, _gelu_quantize_rows_shape)
+    return OpaqueToCompile(_OP_NAME, _gelu_quantize_rows_impl, _gelu_quantize_rows_shape,
+                           traceable=_gelu_quantize_rows_traceable)

@@ -1,23 +1,36 @@
-"""A Triton kernel that torch.compile sees as one opaque custom op and eager code calls directly.
+"""A Triton kernel that torch.compile keeps as one kernel and eager code calls directly.
 
-The custom op keeps Inductor from tracing into the kernel (it stays one kernel, and eager and
-compiled runs compute the same thing). In eager it only costs host time: cProfile of three eager
-SD3.5 Large steps under ComfyUI 0.33 on an H200 put 70 of 907 ms (no LoRA) and 214 of 1350 ms (with
-a LoRA) in torch.library's wrapper around these kernels, 150-240 us a call (bench/analysis.md,
-"Sixth session"). So eager calls skip it.
+Registered as a torch.library op, so Inductor does not trace into the kernel (it stays one kernel,
+and eager and compiled runs compute the same thing). Given a version of the implementation that
+launches through torch.library.wrap_triton, the op is a triton_op (torch 2.6+): Inductor then
+launches the kernel from its own generated code, as it launches its own kernels, instead of
+calling a custom op through the dispatcher into Python and Triton's launcher at every call (a
+compiled SD3.5 Medium step on an H200 queued in 49 ms against stock's 31: bench/analysis.md,
+"Tenth session"). Otherwise it is an opaque custom op. In eager either only costs host time:
+cProfile of three eager SD3.5 Large steps under ComfyUI 0.33 on an H200 put 70 of 907 ms (no LoRA)
+and 214 of 1350 ms (with a LoRA) in torch.library's wrapper around these kernels, 150-240 us a call
+(bench/analysis.md, "Sixth session"). So eager calls skip it.
 """
 import torch
 
 
-class OpaqueToCompile:
-    """impl registered as the custom op `name` (fake: its shape function); calling this calls impl,
-    through the op only while torch.compile traces. `op` is the registered op, for torch's checks.
-    Register each name once per process (callers cache the instance)."""
+def launch_directly(kernel):
+    """The launcher of eager calls (`wrap` of the triton_kernels.py functions): the kernel itself."""
+    return kernel
 
-    def __init__(self, name, impl, fake, device_types="cuda"):
+
+class OpaqueToCompile:
+    """impl registered as the op `name` (fake: its shape function; traceable: impl launching through
+    torch.library.wrap_triton, or None); calling this calls impl, through the op only while
+    torch.compile traces. `op` is the registered op, for torch's checks. Register each name once per
+    process (callers cache the instance)."""
+
+    def __init__(self, name, impl, fake, device_types="cuda", traceable=None):
         self.impl = impl
         self.op = None
-        if hasattr(torch.library, "custom_op"):  # torch < 2.4: torch.compile traces the kernel itself
+        if traceable is not None and hasattr(torch.library, "triton_op"):
+            self.op = torch.library.triton_op(name, traceable, mutates_args=())
+        elif hasattr(torch.library, "custom_op"):  # torch < 2.4: torch.compile traces the kernel itself
             self.op = torch.library.custom_op(name, impl, mutates_args=(), device_types=device_types)
             self.op.register_fake(fake)
 

@@ -9,7 +9,8 @@ linears are a third of the model's parameters and their output scales every acti
 nothing the size of the weight is written (faster than dequantize-then-GEMM).
 
 Registered as the custom op `sd35_fp8::small_m_linear` when first asked for, opaque to
-torch.compile, so eager and compiled runs compute the same thing (opaque_op.py).
+torch.compile, so eager and compiled runs compute the same thing; compiled code launches it from
+Inductor's own code where torch has triton_op (opaque_op.py).
 """
 from functools import cache
 from typing import Optional
@@ -43,6 +44,13 @@ def _small_m_linear_impl(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_sca
     return small_m_linear_triton(x2d, weight_fp8, weight_scale, bias, block_rows=SMALL_M_MAX_ROWS)
 
 
+def _small_m_linear_traceable(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor,
+                              bias: Optional[torch.Tensor]) -> torch.Tensor:
+    from .triton_kernels import small_m_linear_triton
+    return small_m_linear_triton(x2d, weight_fp8, weight_scale, bias, block_rows=SMALL_M_MAX_ROWS,
+                                 wrap=torch.library.wrap_triton)
+
+
 def _small_m_linear_shape(x2d, weight_fp8, weight_scale, bias):
     return x2d.new_empty((x2d.shape[0], weight_fp8.shape[0]))
 
@@ -51,4 +59,4 @@ def _small_m_linear_shape(x2d, weight_fp8, weight_scale, bias):
 def small_m_linear_op():
     """The op (x2d, weight_fp8, weight_scale, bias) -> output, registered on the first call; take it
     outside compiled code, which then calls it."""
-    return OpaqueToCompile(_OP_NAME, _small_m_linear_impl, _small_m_linear_shape)
+    return OpaqueToCompile(_OP_NAME, _small_m_linear_impl, _small_m_linear_shape, traceable=_small_m_linear_traceable)

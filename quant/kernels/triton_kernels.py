@@ -8,6 +8,7 @@ import triton
 import triton.language as tl
 
 from ..scales import FP8_DTYPE, FP8_MAX, MIN_SCALE
+from .opaque_op import launch_directly
 
 
 @triton.jit
@@ -70,9 +71,10 @@ def _gelu_quantize_rows_kernel(x_ptr, out_ptr, scale_ptr, n_cols, x_row_stride, 
     tl.store(scale_ptr + row, scale)
 
 
-def gelu_quantize_rows_triton(x2d: torch.Tensor):
+def gelu_quantize_rows_triton(x2d: torch.Tensor, wrap=launch_directly):
     """Same result as gelu_quantize.gelu_quantize_rows (GELU in fp32, then row-wise FP8), for a CUDA
-    tensor: one read of the input, one write of the fp8 values."""
+    tensor: one read of the input, one write of the fp8 values. wrap: the kernel's launcher
+    (torch.library.wrap_triton inside a triton_op)."""
     rows, cols = x2d.shape
     if x2d.stride(1) != 1:
         x2d = x2d.contiguous()
@@ -81,8 +83,8 @@ def gelu_quantize_rows_triton(x2d: torch.Tensor):
     head = 1 << (cols.bit_length() - 1)
     tail = triton.next_power_of_2(cols - head) if cols > head else 0
     # 8 warps: measured fastest at SD3.5's 6144 and 9728 columns (4 to 32 tried)
-    _gelu_quantize_rows_kernel[(rows,)](x2d, out, scale, cols, x2d.stride(0), FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE,
-                                        HEAD=head, TAIL=tail, num_warps=8)
+    wrap(_gelu_quantize_rows_kernel)[(rows,)](x2d, out, scale, cols, x2d.stride(0), FP8_MAX=FP8_MAX,
+                                              MIN_SCALE=MIN_SCALE, HEAD=head, TAIL=tail, num_warps=8)
     return out, scale
 
 
@@ -140,9 +142,10 @@ def _small_m_linear_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, 
 
 
 def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias,
-                          block_rows: int):
+                          block_rows: int, wrap=launch_directly):
     """x2d @ (weight_fp8 * weight_scale).T + bias in x2d's dtype (fp16 or bf16), for at most
-    block_rows rows (one row block: small_m_linear.SMALL_M_MAX_ROWS)."""
+    block_rows rows (one row block: small_m_linear.SMALL_M_MAX_ROWS). wrap: the kernel's launcher
+    (torch.library.wrap_triton inside a triton_op)."""
     rows, k = x2d.shape
     if rows > block_rows:
         raise ValueError(f"small_m_linear_triton takes at most {block_rows} rows, not {rows}")
@@ -152,9 +155,11 @@ def small_m_linear_triton(x2d: torch.Tensor, weight_fp8: torch.Tensor, weight_sc
     out = torch.empty((rows, n), device=x2d.device, dtype=x2d.dtype)
     scale = weight_scale.float().reshape(-1).contiguous()
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-    _small_m_linear_kernel[grid](x2d, weight_fp8.contiguous(), scale, out if bias is None else bias, out, rows, n, k,
-                                 x2d.stride(0), PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
-                                 BLOCK_M=block_rows)
+    # without a bias, bias_ptr is never read: any tensor but the output, which a traced launch
+    # must see written through one argument only
+    wrap(_small_m_linear_kernel)[grid](x2d, weight_fp8.contiguous(), scale, x2d if bias is None else bias, out, rows,
+                                       n, k, x2d.stride(0), PER_CHANNEL=scale.numel() > 1, HAS_BIAS=bias is not None,
+                                       BLOCK_M=block_rows)
     return out
 
 

@@ -11,6 +11,7 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
     reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9); CI has no GPU")
 
+# compiled, Inductor launches it from its own code, where it may carry a suffix
 KERNEL = "_gelu_quantize_rows_kernel"
 MLPS = 3  # tiny Medium: two joint blocks, block 1's context stream pre-only
 # Inductor keeps norm/modulate intermediates in fp32 where eager rounds them to bf16
@@ -88,7 +89,7 @@ def sample_one_step(model):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
         latent = run()
         torch.cuda.synchronize()
-    return latent.float(), sum(1 for event in profile.events() if event.name == KERNEL)
+    return latent.float(), sum(1 for event in profile.events() if event.name.startswith(KERNEL))
 
 
 def test_sampling_runs_the_kernel_before_every_fc2_eager_and_compiled(model):
