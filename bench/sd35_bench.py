@@ -228,9 +228,6 @@ def python_profile_one_step(model, args, positive, negative):
 
 def run_variant(variant, mode, weights, args, positive, negative, references):
     import comfy.model_management
-    comfy.model_management.unload_all_models()
-    gc.collect()
-    comfy.model_management.soft_empty_cache()
     started = time.perf_counter()
     model = build(variant, weights)
     comfy.model_management.load_models_gpu([model])
@@ -268,7 +265,19 @@ def run_variant(variant, mode, weights, args, positive, negative, references):
     references.setdefault("latent", latent)
     result["latent_error"] = round(relative_error(latent, references["latent"]), 4)
     print(json.dumps({k: v for k, v in result.items() if k != "step_times"}), flush=True)
+    release_models()  # while this variant's model is still referenced
     return result
+
+
+def release_models():
+    """Unloads every model and drops what torch.compile keeps of them: on ComfyUI 0.33 ours compiled
+    after stock compiled kept about stock's model size more allocated than its own model
+    (bench/analysis.md, "Eleventh session")."""
+    import comfy.model_management
+    comfy.model_management.unload_all_models()
+    torch._dynamo.reset()
+    gc.collect()
+    comfy.model_management.soft_empty_cache()
 
 
 def main():
