@@ -223,6 +223,9 @@ def build(results_md: Path, chart_png: Path):
     ab10_runs = [(order, runs_per_model(f"speed_ab10_033_{{model}}_gaussian{suffix}.json"))
                  for suffix, order in (("", "first order"), ("_reversed", "reversed order"))]
     compiled10_runs = runs_per_model("speed_compiled10_033_{model}_gaussian.json")
+    # eleventh session: compiled Large and Medium with stock; Medium again with the ops as triton_ops
+    compiled11_runs = runs_per_model("speed_compiled11_033_{model}_gaussian.json")
+    triton_ops_runs = runs_per_model("speed_compiled11_033_{model}_gaussian_triton_ops.json")
     sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
                 *([speed_targets(eager_runs, "Eager speed against stock's best, sixth session (8 steps; speed only)",
                                  accuracy=False)] if "Large" in eager_runs else []),
@@ -232,6 +235,8 @@ def build(results_md: Path, chart_png: Path):
                                       "8 steps; speed only)", accuracy=False) for order, runs in ab10_runs if runs),
                 *([speed_targets(compiled10_runs, "Speed against stock's best, tenth session, cuDNN attention, compiled "
                                                   "(8 steps; speed only)", accuracy=False)] if compiled10_runs else []),
+                *([speed_targets(compiled11_runs, "Speed against stock's best, eleventh session, compiled (8 steps; "
+                                                  "speed only)", accuracy=False)] if compiled11_runs else []),
                 targets(large, compiled_runs, heavy, medium, cap),
                 "\n" + (BENCH / "analysis.md").read_text() + "\n", "## Tables\n\n",
                 run_table(large, "SD3.5 Large, Gaussian weights, eager"),
@@ -257,6 +262,11 @@ def build(results_md: Path, chart_png: Path):
                   for order, runs in ab10_runs for model, run in runs.items()),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, tenth session (ComfyUI 0.33.0, 8 steps)")
                   for model, run in compiled10_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, eleventh session (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in compiled11_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, eleventh session, ours alone with the "
+                                 "kernels as triton_ops (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in triton_ops_runs.items()),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
