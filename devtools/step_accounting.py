@@ -23,7 +23,11 @@ COUNTED = (("comfy_aimdo.model_vbar", "vbar_signature_compare", "vbar_not_reside
            ("comfy.lora", "calculate_weight", "lora_calculate_weight"),
            ("comfy.float", "stochastic_rounding", "stochastic_rounding"),
            ("comfy.model_patcher", "LowVramPatch.__call__", "lowvram_patch_calls"),
-           ("sd35_fp8.nodes.comfy_versions", "ScaledLowVramPatch.__call__", "scaled_patch_calls"))
+           ("sd35_fp8.nodes.comfy_versions", "ScaledLowVramPatch.__call__", "scaled_patch_calls"),
+           # 0.33 DynamicVRAM: a (re)load of the model, and the parameters it forced onto the GPU besides
+           # the staged weights (our weight scales among them) put back in host memory to free VRAM
+           ("comfy.model_patcher", "ModelPatcherDynamic.load", "dynamic_loads"),
+           ("comfy.model_patcher", "ModelPatcherDynamic.restore_loaded_backups", "backups_restored"))
 
 
 def _resolve(module_name, path):
@@ -33,8 +37,8 @@ def _resolve(module_name, path):
         return None, None
     *parents, name = path.split(".")
     for parent in parents:
-        owner = getattr(owner, parent)
-    return owner, name
+        owner = getattr(owner, parent, None)  # ModelPatcherDynamic: 0.33 only
+    return (owner, name) if owner is not None else (None, None)
 
 
 @contextmanager

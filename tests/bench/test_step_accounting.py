@@ -22,6 +22,10 @@ def test_each_step_counts_its_own_calls_and_collections():
                 gc.collect()
             on_step()
     assert comfy.float.stochastic_rounding is original
+    # DynamicVRAM's reloads and restored backups are counted where it exists (0.33), and only there
+    import comfy.model_patcher
+    dynamic = hasattr(comfy.model_patcher, "ModelPatcherDynamic")
+    assert all(("dynamic_loads" in step) == ("backups_restored" in step) == dynamic for step in steps)
     assert [step["stochastic_rounding"] for step in steps] == list(calls_per_step)
     assert steps[2]["gc"] >= 1
     assert all(step["wall_s"] >= 0 and step["cpu_s"] >= 0 and step["reserved_gib"] >= 0 for step in steps)
