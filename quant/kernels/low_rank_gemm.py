@@ -46,7 +46,7 @@ def _gemm_impl(x_fp8: torch.Tensor, x_scale: torch.Tensor, weight_fp8: torch.Ten
     # TMA (Hopper and newer) copies tiles asynchronously: 0.306 ms against 0.324 with plain loads
     # for Large's qkv on an H200; its tensors must start and have rows on 16-byte boundaries, as
     # _scaled_mm's must (a weight staged by ComfyUI could in principle sit elsewhere).
-    tma = (_has_tma(x_fp8.device.index) and x_fp8.shape[1] % 16 == 0
+    tma = (_has_tma(x_fp8.device.index) and x_fp8.shape[1] % 16 == 0 and weight_fp8.shape[0] % 8 == 0
            and x_fp8.data_ptr() % 16 == 0 and weight_fp8.data_ptr() % 16 == 0)
     kernel = fp8_gemm_low_rank_tma_triton if tma else fp8_gemm_low_rank_triton
     return kernel(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up)

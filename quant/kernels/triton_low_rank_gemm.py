@@ -4,7 +4,7 @@ says when it runs).
 out = (x_fp8 @ w_fp8.T) * x_scale * w_scale + bias + low @ up.T, with low = x @ down.T computed
 beforehand (rows x rank). Added inside the GEMM, the LoRA costs a rank-sized dot per output tile;
 added after it, it costs one more read and write of the whole output. Two kernels with the same
-epilogue: TMA loads (compute capability 9.0 and newer) and plain loads (Ada)."""
+epilogue: TMA loads and stores (compute capability 9.0 and newer) and plain loads (Ada)."""
 import torch
 import triton
 import triton.language as tl
@@ -23,8 +23,8 @@ def _tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.conste
 
 
 @triton.jit
-def _scale_add_low_rank_store(acc, rows, cols, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr, out_ptr, M, N,
-                              HAS_BIAS: tl.constexpr, RANK: tl.constexpr):
+def _scale_add_low_rank(acc, rows, cols, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr, M, N,
+                        HAS_BIAS: tl.constexpr, RANK: tl.constexpr):
     # Rows and columns past the edge read row 0 / column 0 instead of masking; they are not stored.
     safe_rows = tl.where(rows < M, rows, 0).to(tl.int64)
     safe_cols = tl.where(cols < N, cols, 0).to(tl.int64)
@@ -34,9 +34,7 @@ def _scale_add_low_rank_store(acc, rows, cols, x_scale_ptr, w_scale_ptr, bias_pt
     ranks = tl.arange(0, RANK)
     low = tl.load(low_ptr + safe_rows[:, None] * RANK + ranks[None, :])
     up = tl.load(up_ptr + safe_cols[None, :] * RANK + ranks[:, None])
-    acc = tl.dot(low, up, acc)
-    tl.store(out_ptr + rows[:, None].to(tl.int64) * N + cols[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=(rows[:, None] < M) & (cols[None, :] < N))
+    return tl.dot(low, up, acc)
 
 
 def _tile_configs(pre_hook=None):
@@ -50,7 +48,7 @@ def _tile_configs(pre_hook=None):
 
 @triton.autotune(configs=_tile_configs(), key=["M", "N", "K"])
 @triton.jit
-def _fp8_gemm_low_rank_kernel(x_ptr, w_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr, out_ptr,
+def _fp8_gemm_low_rank_kernel(x_ptr, w_ptr, out_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr,
                               M, N, K, HAS_BIAS: tl.constexpr, RANK: tl.constexpr,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                               GROUP_M: tl.constexpr):
@@ -68,18 +66,21 @@ def _fp8_gemm_low_rank_kernel(x_ptr, w_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, 
         acc = tl.dot(x, w, acc)
         x_tile += BLOCK_K
         w_tile += BLOCK_K
-    _scale_add_low_rank_store(acc, rows, cols, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr, out_ptr, M, N,
-                              HAS_BIAS, RANK)
+    acc = _scale_add_low_rank(acc, rows, cols, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr, M, N, HAS_BIAS,
+                              RANK)
+    tl.store(out_ptr + rows[:, None].to(tl.int64) * N + cols[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=(rows[:, None] < M) & (cols[None, :] < N))
 
 
 def _tma_block_shapes(nargs):
     nargs["x_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_K"]]
     nargs["w_desc"].block_shape = [nargs["BLOCK_N"], nargs["BLOCK_K"]]
+    nargs["out_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_N"]]
 
 
 @triton.autotune(configs=_tile_configs(pre_hook=_tma_block_shapes), key=["M", "N", "K"])
 @triton.jit
-def _fp8_gemm_low_rank_tma_kernel(x_desc, w_desc, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr, out_ptr,
+def _fp8_gemm_low_rank_tma_kernel(x_desc, w_desc, out_desc, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr,
                                   M, N, K, HAS_BIAS: tl.constexpr, RANK: tl.constexpr,
                                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                                   GROUP_M: tl.constexpr):
@@ -92,15 +93,17 @@ def _fp8_gemm_low_rank_tma_kernel(x_desc, w_desc, x_scale_ptr, w_scale_ptr, bias
         acc = tl.dot(x, w.T, acc)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    _scale_add_low_rank_store(acc, rows, cols, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr, out_ptr, M, N,
-                              HAS_BIAS, RANK)
+    acc = _scale_add_low_rank(acc, rows, cols, x_scale_ptr, w_scale_ptr, bias_ptr, low_ptr, up_ptr, M, N, HAS_BIAS,
+                              RANK)
+    # a TMA store writes the tile from shared memory and leaves out what lies past the edges
+    out_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(out_desc.dtype))
 
 
-def _launch(kernel, x_operand, w_operand, x_scale, weight_scale, bias, low, up, m, n, k):
-    out = torch.empty((m, n), device=low.device, dtype=low.dtype)
+def _launch(kernel, operands, out, x_scale, weight_scale, bias, low, up, m, n, k):
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-    kernel[grid](x_operand, w_operand, x_scale.contiguous(), weight_scale.contiguous(), out if bias is None else bias,
-                 low.contiguous(), up.contiguous(), out, m, n, k, HAS_BIAS=bias is not None, RANK=low.shape[1])
+    # without a bias, low stands in for its pointer (never read)
+    kernel[grid](*operands, x_scale.contiguous(), weight_scale.contiguous(), low if bias is None else bias,
+                 low.contiguous(), up.contiguous(), m, n, k, HAS_BIAS=bias is not None, RANK=low.shape[1])
     return out
 
 
@@ -109,14 +112,18 @@ def fp8_gemm_low_rank_triton(x_fp8, x_scale, weight_fp8, weight_scale, bias, low
     None, low (M, R) and up (N, R) in the output dtype with R a power of two >= 16 (zero-padded
     ranks): returns (M, N) in low's dtype."""
     (m, k), n = x_fp8.shape, weight_fp8.shape[0]
-    return _launch(_fp8_gemm_low_rank_kernel, x_fp8.contiguous(), weight_fp8.contiguous(), x_scale, weight_scale,
-                   bias, low, up, m, n, k)
+    out = torch.empty((m, n), device=low.device, dtype=low.dtype)
+    return _launch(_fp8_gemm_low_rank_kernel, (x_fp8.contiguous(), weight_fp8.contiguous(), out), out, x_scale,
+                   weight_scale, bias, low, up, m, n, k)
 
 
 def fp8_gemm_low_rank_tma_triton(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up):
-    """fp8_gemm_low_rank_triton with TMA loads (compute capability 9.0 and newer; K a multiple of 16)."""
+    """fp8_gemm_low_rank_triton with TMA loads and stores (compute capability 9.0 and newer; K a
+    multiple of 16 and N of 8: rows on 16-byte boundaries)."""
     (m, k), n = x_fp8.shape, weight_fp8.shape[0]
+    out = torch.empty((m, n), device=low.device, dtype=low.dtype)
     # block shapes are placeholders until the autotuner's pre-hook sets those of the config it runs
-    x_desc = TensorDescriptor.from_tensor(x_fp8.contiguous(), [16, 16])
-    w_desc = TensorDescriptor.from_tensor(weight_fp8.contiguous(), [16, 16])
-    return _launch(_fp8_gemm_low_rank_tma_kernel, x_desc, w_desc, x_scale, weight_scale, bias, low, up, m, n, k)
+    descriptors = (TensorDescriptor.from_tensor(x_fp8.contiguous(), [16, 16]),
+                   TensorDescriptor.from_tensor(weight_fp8.contiguous(), [16, 16]),
+                   TensorDescriptor.from_tensor(out, [16, 16]))
+    return _launch(_fp8_gemm_low_rank_tma_kernel, descriptors, out, x_scale, weight_scale, bias, low, up, m, n, k)
