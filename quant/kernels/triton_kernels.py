@@ -223,6 +223,7 @@ def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tenso
     rows = batch * tokens
     if x.stride(2) != 1 or x.stride(0) != tokens * x.stride(1):
         x = x.contiguous()
+    shift, scale = (t if t.stride(1) == 1 else t.contiguous() for t in (shift, scale))
     out = torch.empty((rows, cols), device=x.device, dtype=FP8_DTYPE)
     out_scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
     _layer_norm_modulate_quantize_rows_kernel[(rows,)](
