@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from devtools.numerics import fp8_steps_apart, relative_error
-from tests.gpu.test_gelu_quantize import conditioning
+# model: the tiny Medium MMDiT through the diffusion-model loader, on the GPU (a fixture)
+from tests.gpu.test_gelu_quantize import conditioning, model  # noqa: F401
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
@@ -29,22 +30,6 @@ def test_kernel_matches_reference(channels):
     torch.testing.assert_close(x_scale, reference_scale, rtol=1e-5, atol=0)
     assert fp8_steps_apart(x_fp8, reference).max() <= 1
     assert (fp8_steps_apart(x_fp8, reference) > 0).float().mean() <= 1e-3
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """The tiny Medium MMDiT through the diffusion-model loader, on the GPU."""
-    from devtools.comfy_host import import_comfy_in_process
-    from devtools.tiny_sd3 import write_diffusion_model
-    pack = import_comfy_in_process()
-    import comfy.model_management
-    import folder_paths
-    folder = tmp_path_factory.mktemp("diffusion_models")
-    folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
-    write_diffusion_model(folder / "tiny_medium.safetensors", variant="medium")
-    model = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load("tiny_medium.safetensors", "fp8_default")[0]
-    comfy.model_management.load_models_gpu([model])
-    return model
 
 
 def sample_one_step(model):
