@@ -14,7 +14,8 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "st
           "ours_fp8_custom_ops": "ours FP8 matmul, eager kernels through their custom ops",
           "ours_fp8_comfy_qk_norm": "ours FP8 matmul, ComfyUI's q and k norms",
           "ours_fp8_transposed_tokens": "ours FP8 matmul, ComfyUI's transposed image tokens",
-          "ours_fp8_comfy_attention": "ours FP8 matmul, ComfyUI's attention backend order"}
+          "ours_fp8_comfy_attention": "ours FP8 matmul, ComfyUI's attention backend order",
+          "ours_fp8_comfy_blocks": "ours FP8 matmul, ComfyUI's blocks (norm, modulation, quantization apart)"}
 # the chart's bars: every variant of a full run (the A/B variants run only when named)
 CHART_VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", "ours_fp8")
 

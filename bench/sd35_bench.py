@@ -38,7 +38,7 @@ VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", 
 # nodes/token_layout.py; ours FP8 with ComfyUI's attention backend order, as before
 # nodes/attention_backend.py.
 AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens",
-               "ours_fp8_comfy_attention")
+               "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks")
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 CFG, SAMPLER = 4.5, "euler"
@@ -88,8 +88,19 @@ def build(variant, weights, disable_dynamic=False):
             model.model.diffusion_model.x_embedder.norm = torch.nn.Identity()  # ComfyUI's patch embedding
         if variant == "ours_fp8_comfy_attention":
             model.model_options.get("transformer_options", {}).pop("optimized_attention_override", None)
+        if variant == "ours_fp8_comfy_blocks":
+            comfyui_blocks(model.model.diffusion_model)
     register_reload(model, build, (variant, weights))
     return model
+
+
+def comfyui_blocks(diffusion_model):
+    """The blocks as ComfyUI builds them: norm, modulation and quantization apart (the variant
+    ours_fp8_comfy_blocks)."""
+    from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock
+    for module in diffusion_model.modules():
+        if isinstance(module, DismantledBlock):
+            module.__class__ = DismantledBlock
 
 
 def comfyui_qk_norms(diffusion_model):

@@ -21,6 +21,7 @@ from ..quant.files.safetensors_file import read_tensors
 from ..quant.layouts.sd35_layout import VAE_PREFIX, read_contents
 from .attention_backend import cudnn_attention_applies, use_cudnn_attention
 from .comfy_versions import build_diffusion_model, register_reload
+from .block_norm_quantize import use_norm_quantize_blocks
 from .mlp_gelu import move_gelu_into_fc2
 from .ops import make_fp8_ops
 from .qk_norm import use_one_pass_qk_norm
@@ -72,6 +73,7 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     make_image_tokens_contiguous(model.model.diffusion_model)
     if compute_path.triton_kernels:
         use_one_pass_qk_norm(model.model.diffusion_model)
+        use_norm_quantize_blocks(model.model.diffusion_model)
     attention = ""
     if cudnn_attention_applies(device):
         use_cudnn_attention(model)

@@ -14,11 +14,13 @@ import comfy.float
 import comfy.ops
 from comfy.ops import uncast_bias_weight
 
-from ..quant.kernels.compute_path import ComputePath
+from ..quant.kernels.compute_path import FP8_ROWWISE, ComputePath
+from ..quant.kernels.fp8_linear import fp8_rows_matmul
 from ..quant.kernels.gelu_quantize import GELU_TANH
 from ..quant.kernels.linear_dispatch import linear_for
 from ..quant.kernels.low_rank import lora_beside
-from .comfy_versions import cast_stored_weight, keep_stored_dtype, lora_side_path
+from ..quant.kernels.small_m_linear import SMALL_M_MAX_ROWS
+from .comfy_versions import cast_stored_weight, has_weight_patches, keep_stored_dtype, lora_side_path
 
 
 class FP8Linear(comfy.ops.manual_cast.Linear):
@@ -50,14 +52,35 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         if self.weight_scale is None:
             return super().forward_comfy_cast_weights(input)
         weight, bias, offload_stream = cast_stored_weight(self, input)
-        scale = self.weight_scale
-        if scale.device != input.device:
-            # non_blocking: a blocking copy would synchronize the stream for every offloaded layer and
-            # stall ComfyUI's weight streaming (low VRAM).
-            scale = scale.to(device=input.device, non_blocking=True)
-        out = self.linears[self.input_activation](input, weight, scale, bias, lora_side_path(self, weight))
+        out = self.linears[self.input_activation](input, weight, self._weight_scale_on(input.device), bias,
+                                                  lora_side_path(self, weight))
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
+
+    def takes_fp8_rows(self, x):
+        """Whether this call can take its input already quantized to FP8 rows (forward_fp8_rows): a
+        quantized layer on the row-wise FP8 path in eager CUDA, without a LoRA or other weight patch,
+        on more rows than the small-row kernel takes."""
+        return (self.weight_scale is not None and self.input_activation is None
+                and self.compute_path.name == FP8_ROWWISE and self.compute_path.triton_kernels
+                and x.is_cuda and not torch.compiler.is_compiling()
+                and x.numel() > SMALL_M_MAX_ROWS * x.shape[-1] and not has_weight_patches(self))
+
+    def forward_fp8_rows(self, x, x_fp8, x_scale):
+        """This layer on an input quantized elsewhere to FP8 rows (x_fp8, x_scale): the activation of
+        x it would have been called with. x gives the device, dtype and leading shape."""
+        weight, bias, offload_stream = cast_stored_weight(self, x)
+        out = fp8_rows_matmul(x_fp8, x_scale, weight, self._weight_scale_on(x.device), bias, x.dtype)
+        uncast_bias_weight(self, weight, bias, offload_stream)
+        return out.reshape(*x.shape[:-1], weight.shape[0])
+
+    def _weight_scale_on(self, device):
+        scale = self.weight_scale
+        if scale.device != device:
+            # non_blocking: a blocking copy would synchronize the stream for every offloaded layer and
+            # stall ComfyUI's weight streaming (low VRAM).
+            scale = scale.to(device=device, non_blocking=True)
+        return scale
 
     # ModelPatcher finds these on every Linear; kept layers pass through unchanged. So does a
     # tensor still in the stored fp8 dtype: 0.33's DynamicVRAM force-loads small layers through

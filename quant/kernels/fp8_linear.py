@@ -49,13 +49,17 @@ def scale_per_output(weight_scale, out_features):
 
 def fp8_linear_rowwise(x, weight_fp8, weight_scale, bias, quantize=quantize_rows):
     """weight_scale: (out, 1) per channel or () per tensor; output in x.dtype."""
-    x2d = x.reshape(-1, x.shape[-1])
-    x_fp8, x_scale = quantize(x2d)
+    x_fp8, x_scale = quantize(x.reshape(-1, x.shape[-1]))
+    return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, x.dtype).reshape(
+        *x.shape[:-1], weight_fp8.shape[0])
+
+
+def fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype):
+    """The matmul of fp8_linear_rowwise on activations already quantized: x_fp8 (rows, in) with
+    x_scale (rows, 1); output (rows, out) in out_dtype."""
     out_features = weight_fp8.shape[0]
     w_scale = scale_per_output(weight_scale, out_features).view(1, out_features)
-    out = torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=w_scale,
-                           bias=bias, out_dtype=x.dtype)
-    return out.reshape(*x.shape[:-1], out_features)
+    return torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=w_scale, bias=bias, out_dtype=out_dtype)
 
 
 def fp8_linear_tensorwise(x, weight_fp8, weight_scale, bias):

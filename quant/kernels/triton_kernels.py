@@ -191,3 +191,43 @@ def head_rms_norm_triton(x: torch.Tensor, weight, eps: float):
         x, out if weight is None else weight, out, n_rows, heads, tokens, x.stride(0), x.stride(1), x.stride(2), eps,
         HAS_WEIGHT=weight is not None, HEAD_DIM=head_dim, BLOCK_ROWS=block_rows, num_warps=4)
     return out
+
+
+@triton.jit
+def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, out_scale_ptr, n_cols, tokens,
+                                              x_row_stride, shift_row_stride, scale_row_stride, eps,
+                                              FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, BLOCK: tl.constexpr):
+    # One program per token, its row held in registers: read once, written once as FP8.
+    row = tl.program_id(0).to(tl.int64)
+    sample = row // tokens
+    cols = tl.arange(0, BLOCK)
+    inside = cols < n_cols
+    x = tl.load(x_ptr + row * x_row_stride + cols, mask=inside, other=0.0).to(tl.float32)
+    centered = tl.where(inside, x - tl.sum(x, axis=0) / n_cols, 0.0)
+    normalized = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / n_cols + eps)
+    shift = tl.load(shift_ptr + sample * shift_row_stride + cols, mask=inside, other=0.0).to(tl.float32)
+    scale = tl.load(scale_ptr + sample * scale_row_stride + cols, mask=inside, other=0.0).to(tl.float32)
+    # masked columns: 0 * (1 + 0) + 0, which leaves the abs-max alone
+    y = normalized * (1 + scale) + shift
+    row_scale = tl.maximum(tl.max(tl.abs(y), axis=0) / FP8_MAX, MIN_SCALE)
+    tl.store(out_ptr + row * n_cols + cols, tl.clamp(y / row_scale, -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty),
+             mask=inside)
+    tl.store(out_scale_ptr + row, row_scale)
+
+
+def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float):
+    """Same result as norm_quantize.layer_norm_modulate_quantize_rows, for CUDA tensors: x (batch,
+    tokens, channels) with contiguous rows, shift and scale (batch, channels) with contiguous rows
+    (chunks of the adaLN output). One read of x, one write of the fp8 values."""
+    batch, tokens, cols = x.shape
+    rows = batch * tokens
+    if x.stride(2) != 1 or x.stride(0) != tokens * x.stride(1):
+        x = x.contiguous()
+    shift, scale = (t if t.stride(1) == 1 else t.contiguous() for t in (shift, scale))
+    out = torch.empty((rows, cols), device=x.device, dtype=FP8_DTYPE)
+    out_scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
+    _layer_norm_modulate_quantize_rows_kernel[(rows,)](
+        x, shift, scale, out, out_scale, cols, tokens, x.stride(1), shift.stride(0), scale.stride(0), eps,
+        FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, BLOCK=triton.next_power_of_2(cols), num_warps=8)
+    return out, out_scale
+

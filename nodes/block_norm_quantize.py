@@ -1,0 +1,90 @@
+"""Each MMDiT block's layer norm, modulation and FP8 quantization of qkv's and fc1's input in one
+Triton pass (quant/kernels/norm_quantize.py), and its gated residual adds as one addcmul each, in
+eager CUDA on the row-wise FP8 path.
+
+ComfyUI's DismantledBlock (comfy/ldm/modules/diffusionmodules/mmdit.py, the same in 0.3.75 and 0.33)
+computes `self.attn.pre_attention(modulate(self.norm1(x), shift, scale))` and
+`x + gate.unsqueeze(1) * ...`: in an eager SD3.5 Large step on an H200 the layer norms, modulations
+and the quantizations of their results took about 9.8 ms and the gates' multiplies and adds 6.9 ms
+(bench/results/speed_ab10_033_large_gaussian.json). This block class computes the same through fewer
+passes where a layer can take FP8 rows (nodes/ops.py `FP8Linear.takes_fp8_rows`: no LoRA, many rows,
+not under torch.compile, which fuses these itself); everywhere else, ComfyUI's own methods. Only the
+class of each block changes: its parameters, state dict and LoRA keys stay as they were.
+"""
+import torch
+from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock, Mlp, gate_cat, modulate, split_qkv
+
+from .ops import FP8Linear
+
+
+def _fused(block, x):
+    """Whether block's qkv input can come from the one-pass kernel in this call."""
+    norm, qkv = block.norm1, block.attn.qkv
+    return (not block.scale_mod_only and (block.pre_only or isinstance(block.mlp, Mlp))
+            and isinstance(norm, torch.nn.LayerNorm) and norm.weight is None
+            and isinstance(qkv, FP8Linear) and qkv.takes_fp8_rows(x))
+
+
+def _norm_modulate_linear(norm, linear, x, shift, scale):
+    """linear(modulate(norm(x), shift, scale)), in one pass before the matmul where linear takes FP8 rows."""
+    if isinstance(linear, FP8Linear) and linear.takes_fp8_rows(x):
+        from ..quant.kernels.triton_kernels import layer_norm_modulate_quantize_rows_triton
+        return linear.forward_fp8_rows(x, *layer_norm_modulate_quantize_rows_triton(x, shift, scale, norm.eps))
+    return linear(modulate(norm(x), shift, scale))
+
+
+def _attention_inputs(attn, qkv):
+    """The rest of ComfyUI's SelfAttention.pre_attention after its qkv linear."""
+    q, k, v = split_qkv(qkv, attn.head_dim)
+    q = attn.ln_q(q).reshape(q.shape[0], q.shape[1], -1)
+    k = attn.ln_k(k).reshape(q.shape[0], q.shape[1], -1)
+    return q, k, v
+
+
+def _mlp_residual(block, x, shift_mlp, scale_mlp, gate_mlp):
+    """x + gate_mlp * mlp(modulate(norm2(x), shift_mlp, scale_mlp)), ComfyUI's Mlp.forward after fc1."""
+    mlp = block.mlp
+    hidden = _norm_modulate_linear(block.norm2, mlp.fc1, x, shift_mlp, scale_mlp)
+    out = mlp.drop2(mlp.fc2(mlp.norm(mlp.drop1(mlp.act(hidden)))))
+    return torch.addcmul(x, gate_mlp.unsqueeze(1), out)
+
+
+class NormQuantizeBlock(DismantledBlock):
+    def pre_attention(self, x, c):
+        if not _fused(self, x):
+            return super().pre_attention(x, c)
+        if self.pre_only:
+            shift_msa, scale_msa = self.adaLN_modulation(c).chunk(2, dim=1)
+            qkv = _norm_modulate_linear(self.norm1, self.attn.qkv, x, shift_msa, scale_msa)
+            return _attention_inputs(self.attn, qkv), None
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        qkv = _norm_modulate_linear(self.norm1, self.attn.qkv, x, shift_msa, scale_msa)
+        return _attention_inputs(self.attn, qkv), (x, gate_msa, shift_mlp, scale_mlp, gate_mlp)
+
+    def post_attention(self, attn, x, gate_msa, shift_mlp, scale_mlp, gate_mlp):
+        if not _fused(self, x):
+            return super().post_attention(attn, x, gate_msa, shift_mlp, scale_mlp, gate_mlp)
+        x = torch.addcmul(x, gate_msa.unsqueeze(1), self.attn.post_attention(attn))
+        return _mlp_residual(self, x, shift_mlp, scale_mlp, gate_mlp)
+
+    def pre_attention_x(self, x, c):
+        if not _fused(self, x):
+            return super().pre_attention_x(x, c)
+        (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_msa2, scale_msa2,
+         gate_msa2) = self.adaLN_modulation(c).chunk(9, dim=1)
+        qkv = _norm_modulate_linear(self.norm1, self.attn.qkv, x, shift_msa, scale_msa)
+        qkv2 = _norm_modulate_linear(self.norm1, self.attn2.qkv, x, shift_msa2, scale_msa2)
+        return (_attention_inputs(self.attn, qkv), _attention_inputs(self.attn2, qkv2),
+                (x, gate_msa, shift_mlp, scale_mlp, gate_mlp, gate_msa2))
+
+    def post_attention_x(self, attn, attn2, x, gate_msa, shift_mlp, scale_mlp, gate_mlp, gate_msa2):
+        if not _fused(self, x):
+            return super().post_attention_x(attn, attn2, x, gate_msa, shift_mlp, scale_mlp, gate_mlp, gate_msa2)
+        x = gate_cat(x, gate_msa, gate_msa2, self.attn.post_attention(attn), self.attn2.post_attention(attn2))
+        return _mlp_residual(self, x, shift_mlp, scale_mlp, gate_mlp)
+
+
+def use_norm_quantize_blocks(diffusion_model: torch.nn.Module):
+    for module in diffusion_model.modules():
+        if type(module) is DismantledBlock:
+            module.__class__ = NormQuantizeBlock

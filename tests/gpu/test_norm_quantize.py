@@ -1,0 +1,72 @@
+"""The block's layer norm + modulation + FP8 quantization in one pass on a real GPU: the Triton kernel
+at SD3.5 Large's size against the plain-torch reference, and the loader's model running it before
+every qkv and fc1 in eager sampling, against ComfyUI's blocks. CI has no GPU: every test here skips
+there (tests/quant/kernels/test_norm_quantize.py runs the kernel under Triton's interpreter)."""
+import pytest
+import torch
+
+from devtools.numerics import fp8_steps_apart, relative_error
+# model: the tiny Medium MMDiT through the diffusion-model loader, on the GPU (a fixture)
+from tests.gpu.test_gelu_quantize import conditioning, model  # noqa: F401
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+    reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9); CI has no GPU")
+
+KERNEL = "_layer_norm_modulate_quantize_rows_kernel"
+# tiny Medium: block 0 with its second self-attention (qkv, qkv2 and fc1 on the image stream; qkv and fc1
+# on the context stream), block 1 (image: qkv, fc1; context pre-only: qkv)
+FUSED_PER_FORWARD = 3 + 2 + 2 + 1
+
+
+@pytest.mark.parametrize("channels", [2432, 1536])  # Large, Medium
+def test_kernel_matches_reference(channels):
+    from sd35_fp8.quant.kernels.norm_quantize import layer_norm_modulate_quantize_rows
+    from sd35_fp8.quant.kernels.triton_kernels import layer_norm_modulate_quantize_rows_triton
+    x = (torch.randn(2, 4096, channels, device="cuda") * 4 + torch.randn(2, 4096, 1, device="cuda") * 10).bfloat16()
+    shift, scale = (torch.randn(2, 6 * channels, device="cuda") * 0.5).bfloat16().chunk(6, dim=1)[:2]
+    x_fp8, x_scale = layer_norm_modulate_quantize_rows_triton(x, shift, scale, 1e-6)
+    reference, reference_scale = layer_norm_modulate_quantize_rows(x, shift, scale, 1e-6)
+    torch.testing.assert_close(x_scale, reference_scale, rtol=1e-5, atol=0)
+    assert fp8_steps_apart(x_fp8, reference).max() <= 1
+    assert (fp8_steps_apart(x_fp8, reference) > 0).float().mean() <= 1e-3
+
+
+def sample_one_step(model):
+    """One euler step of ComfyUI's own sampling with CFG (64 image tokens), and how often the kernel
+    ran in it."""
+    import comfy.sample
+    noise = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        latent = comfy.sample.sample(model, noise, 1, 4.5, "euler", "sgm_uniform", conditioning(1), conditioning(2),
+                                     torch.zeros_like(noise), seed=0, disable_pbar=True)
+        torch.cuda.synchronize()
+    return latent.float(), sum(1 for event in profile.events() if event.name == KERNEL)
+
+
+def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
+    import nodes
+    from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock
+    from sd35_fp8.nodes.block_norm_quantize import NormQuantizeBlock
+    blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, DismantledBlock)]
+    assert blocks and all(type(block) is NormQuantizeBlock for block in blocks)
+    fused, calls = sample_one_step(model)
+    # cond and uncond in one batch: one forward, or two where ComfyUI splits them
+    assert calls in (FUSED_PER_FORWARD, 2 * FUSED_PER_FORWARD)
+    for block in blocks:
+        block.__class__ = DismantledBlock
+    try:
+        comfys, comfys_calls = sample_one_step(model)
+    finally:
+        for block in blocks:
+            block.__class__ = NormQuantizeBlock
+    assert comfys_calls == 0
+    # the same file through stock ComfyUI's loader, unquantized: the reference both are held to
+    reference, _ = sample_one_step(nodes.UNETLoader().load_unet("tiny_medium.safetensors", "default")[0])
+    fused_error, comfys_error = relative_error(fused, reference), relative_error(comfys, reference)
+    print(f"against the unquantized model: one pass {fused_error:.5f}, ComfyUI's blocks {comfys_error:.5f}; "
+          f"one pass vs ComfyUI's blocks {relative_error(fused, comfys):.5f}")
+    # The same math, where ComfyUI's blocks round the normalized and modulated values to bf16 before
+    # quantizing them, so some land on the other fp8 step (0.027 apart on an H200): no further from
+    # the unquantized model than ComfyUI's blocks are, up to that rounding noise.
+    assert fused_error <= 1.25 * comfys_error

@@ -1,0 +1,27 @@
+"""The loader's MMDiT blocks (nodes/block_norm_quantize.py) on this CPU: where no layer takes FP8 rows
+(here none: the CPU has no FP8 matmul), each block runs ComfyUI's own methods, so the model computes
+bit for bit what ComfyUI's blocks compute, Large and Medium (whose first block has a second
+self-attention). tests/gpu/test_norm_quantize.py runs the one-pass path."""
+import pytest
+import torch
+
+from devtools.tiny_sd3 import write_diffusion_model
+from tests.nodes.test_loaders import load_diffusion_model, mmdit_output, random_inputs
+
+
+@pytest.mark.parametrize("variant", ["large", "medium"])
+def test_blocks_run_comfyuis_methods_where_no_layer_takes_fp8_rows(pack, models_dir, variant):
+    from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock
+    from sd35_fp8.nodes.block_norm_quantize import NormQuantizeBlock, use_norm_quantize_blocks
+    write_diffusion_model(models_dir / "diffusion_models" / f"{variant}.safetensors", variant=variant,
+                          seed=int(torch.randint(0, 10**6, ())))
+    model = load_diffusion_model(pack, f"{variant}.safetensors")
+    blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, DismantledBlock)]
+    # the loader swaps them where the compute path has Triton kernels (a CUDA GPU), here not
+    assert blocks and all(type(block) is DismantledBlock for block in blocks)
+    inputs = {name: value.bfloat16() for name, value in random_inputs().items()}
+    comfys = mmdit_output(model, inputs)
+    use_norm_quantize_blocks(model.model.diffusion_model)
+    assert all(type(block) is NormQuantizeBlock for block in blocks)
+    assert torch.equal(mmdit_output(model, inputs), comfys)
+    assert any(block.x_block_self_attn for block in blocks) == (variant == "medium")
