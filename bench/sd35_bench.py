@@ -4,6 +4,10 @@ sampling (comfy.sample.sample): seconds per step, peak memory, load time and err
   python bench/sd35_bench.py --model large --weights gaussian --modes eager compiled --out bench/results
   python bench/sd35_bench.py --model large --vram-cap-gib 8 --variants stock_fp8 ours_fp8 --out bench/results
   python bench/sd35_bench.py --model medium --modes eager --variants ours_fp8 ours_fp8_comfy_qk_norm --out DIR
+  python bench/sd35_bench.py --model medium --modes compiled cuda_graphs --variants stock_fp8_fast ours_fp8 --out DIR
+
+Modes: eager; compiled (stock TorchCompileModel, inductor); cuda_graphs (this pack's TorchCompileModel
+with CUDA graphs, on stock's variants too).
 
 Random weights at the real shapes (no weights can be downloaded); one JSON file per run, which
 bench/report.py turns into bench/RESULTS.md and the chart.
@@ -237,6 +241,9 @@ def run_variant(variant, mode, weights, args, positive, negative, references):
               "dtype": str(model.model.get_dtype()).replace("torch.", "")}
     if mode == "compiled":
         model = torch_compile_model(model)
+    elif mode == "cuda_graphs":
+        from sd35_fp8.nodes.compile_cuda_graphs import compile_with_cuda_graphs
+        model = compile_with_cuda_graphs(model)
     forward = one_forward(model, args.size) if mode == "eager" and not args.vram_cap_gib else None
     started = time.perf_counter()
     sample(model, args.size, 2, args.seed, positive, negative, [])  # warm-up (and compilation)
@@ -285,7 +292,8 @@ def main():
     parser.add_argument("--model", choices=MODELS, default="large")
     parser.add_argument("--weights", choices=("gaussian", "heavy"), default="gaussian")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS + AB_VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled", "cuda_graphs"),
+                        default=["eager", "compiled"])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
