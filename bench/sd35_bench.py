@@ -298,6 +298,8 @@ def main():
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vram-cap-gib", type=float, default=0, help="cap GPU memory (ComfyUI offloads the rest)")
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="variant_mode pairs to run of --variants x --modes, e.g. ours_fp8_cuda_graphs")
     parser.add_argument("--profile", nargs="*", default=[], help="variant_mode names to profile, e.g. ours_fp8_compiled")
     parser.add_argument("--python-profile", nargs="*", default=[],
                         help="variant_mode names whose host-side time is profiled (cProfile), e.g. ours_fp8_eager")
@@ -323,7 +325,8 @@ def main():
            "command": " ".join(["python"] + sys.argv), "reference": "stock_default eager", "results": []}
     references = {}
     # Every error is against stock ComfyUI's default (eager), so that runs first.
-    runs = [("stock_default", "eager")] + [(v, m) for m in args.modes for v in args.variants]
+    runs = [("stock_default", "eager")] + [(v, m) for m in args.modes for v in args.variants
+                                           if not args.only or f"{v}_{m}" in args.only]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.model}_{args.weights}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
     for variant, mode in dict.fromkeys(runs):
