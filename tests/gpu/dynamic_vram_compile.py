@@ -2,8 +2,8 @@
 on for a whole process: `python -m tests.gpu.dynamic_vram_compile SEED DIR`. Loads a tiny SD3.5 file
 through our diffusion-model loader node with DynamicVRAM on, adds a LoRA as LoraLoader does, runs stock
 TorchCompileModel on it as a user's graph would, and our TorchCompileModel with CUDA graphs, samples one
-step eager and compiled (with CUDA graphs twice: recorded, then replayed), and prints the comparison as
-JSON on its last line.
+step eager and compiled (with CUDA graphs twice: recorded, then replayed; then once more with every
+weight offloaded), and prints the comparison as JSON on its last line.
 Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
 import importlib.util
 import json
@@ -47,6 +47,12 @@ def main(seed, folder):
     recorded = sample(with_graphs, positive, negative, seed)
     replayed = sample(with_graphs, positive, negative, seed)
     graphs = get_manager(torch.cuda.current_device(), create_if_none_exists=False)
+    # with every weight offloaded (ComfyUI's --novram), which moves the weights inside the forward
+    import comfy.model_management
+    comfy.model_management.unload_all_models()
+    comfy.model_management.vram_state = comfy.model_management.VRAMState.NO_VRAM
+    offloaded, = pack.NODE_CLASS_MAPPINGS["SD35FP8CompileCudaGraphs"]().compile(with_lora)
+    offloaded_latent = sample(offloaded, positive, negative, seed)
     print(json.dumps({"loaded_patcher": type(model).__name__, "compiled_patcher": type(compiled).__name__,
                       "compiled_error": relative_error(compiled_latent, eager),
                       "lora_effect": relative_error(eager, without_lora),
@@ -54,7 +60,8 @@ def main(seed, folder):
                       "graphs_error": relative_error(recorded, eager),
                       "graphs_replayed_equal": bool(torch.equal(replayed, recorded)),
                       "graphs_recorded": 0 if graphs is None else sum(len(nodes) for nodes in graphs.roots.values()),
-                      "graph_skips": torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]}), flush=True)
+                      "graph_skips": torch._dynamo.utils.counters["inductor"]["cudagraph_skips"],
+                      "offloaded_error": relative_error(offloaded_latent, eager)}), flush=True)
     # comfy-aimdo 0.4.13 can crash in the interpreter's teardown (tests/gpu/dynamic_vram_lora.py)
     os._exit(0)
 
