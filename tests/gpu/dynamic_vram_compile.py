@@ -47,6 +47,8 @@ def main(seed, folder):
     recorded = sample(with_graphs, positive, negative, seed)
     replayed = sample(with_graphs, positive, negative, seed)
     graphs = get_manager(torch.cuda.current_device(), create_if_none_exists=False)
+    recorded_graphs = 0 if graphs is None else sum(len(nodes) for nodes in graphs.roots.values())
+    graph_skips = torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]
     # with every weight offloaded (ComfyUI's --novram), which moves the weights inside the forward
     import comfy.model_management
     comfy.model_management.unload_all_models()
@@ -59,8 +61,7 @@ def main(seed, folder):
                       "finite": bool(torch.isfinite(compiled_latent).all()),
                       "graphs_error": relative_error(recorded, eager),
                       "graphs_replayed_equal": bool(torch.equal(replayed, recorded)),
-                      "graphs_recorded": 0 if graphs is None else sum(len(nodes) for nodes in graphs.roots.values()),
-                      "graph_skips": torch._dynamo.utils.counters["inductor"]["cudagraph_skips"],
+                      "graphs_recorded": recorded_graphs, "graph_skips": graph_skips,
                       "offloaded_error": relative_error(offloaded_latent, eager)}), flush=True)
     # comfy-aimdo 0.4.13 can crash in the interpreter's teardown (tests/gpu/dynamic_vram_lora.py)
     os._exit(0)
