@@ -25,6 +25,7 @@ def main(seed, folder):
         pack = import_comfy_in_process(dynamic_vram=True)
     except DynamicVRAMUnavailable:
         sys.exit(3)
+    import comfy.model_management
     import comfy.sd
     import folder_paths
     from comfy_extras.nodes_torch_compile import TorchCompileModel
@@ -50,7 +51,6 @@ def main(seed, folder):
     recorded_graphs = 0 if graphs is None else sum(len(nodes) for nodes in graphs.roots.values())
     graph_skips = torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]
     # with every weight offloaded (ComfyUI's --novram), which moves the weights inside the forward
-    import comfy.model_management
     comfy.model_management.unload_all_models()
     comfy.model_management.vram_state = comfy.model_management.VRAMState.NO_VRAM
     offloaded, = pack.NODE_CLASS_MAPPINGS["SD35FP8CompileCudaGraphs"]().compile(with_lora)
