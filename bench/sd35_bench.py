@@ -7,7 +7,8 @@ sampling (comfy.sample.sample): seconds per step, peak memory, load time and err
   python bench/sd35_bench.py --model medium --modes compiled cuda_graphs --variants stock_fp8_fast ours_fp8 --out DIR
 
 Modes: eager; compiled (stock TorchCompileModel, inductor); cuda_graphs (this pack's TorchCompileModel
-with CUDA graphs, on stock's variants too).
+with CUDA graphs, on stock's variants too); cudagraphs_backend (stock TorchCompileModel's other backend:
+CUDA graphs of the eager kernels, no Inductor).
 
 Random weights at the real shapes (no weights can be downloaded); one JSON file per run, which
 bench/report.py turns into bench/RESULTS.md and the chart.
@@ -104,10 +105,10 @@ def comfyui_qk_norms(diffusion_model):
             module.__class__ = RMSNorm
 
 
-def torch_compile_model(model):
-    """Stock TorchCompileModel (inductor) on model, as a user's graph runs it."""
+def torch_compile_model(model, backend="inductor"):
+    """Stock TorchCompileModel on model, as a user's graph runs it."""
     from comfy_extras.nodes_torch_compile import TorchCompileModel
-    return TorchCompileModel.execute(model, "inductor").result[0]
+    return TorchCompileModel.execute(model, backend).result[0]
 
 
 @contextmanager
@@ -241,6 +242,8 @@ def run_variant(variant, mode, weights, args, positive, negative, references):
               "dtype": str(model.model.get_dtype()).replace("torch.", "")}
     if mode == "compiled":
         model = torch_compile_model(model)
+    elif mode == "cudagraphs_backend":
+        model = torch_compile_model(model, "cudagraphs")
     elif mode == "cuda_graphs":
         from sd35_fp8.nodes.compile_cuda_graphs import compile_with_cuda_graphs
         model = compile_with_cuda_graphs(model)
@@ -292,7 +295,7 @@ def main():
     parser.add_argument("--model", choices=MODELS, default="large")
     parser.add_argument("--weights", choices=("gaussian", "heavy"), default="gaussian")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS + AB_VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled", "cuda_graphs"),
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled", "cuda_graphs", "cudagraphs_backend"),
                         default=["eager", "compiled"])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--size", type=int, default=1024)
