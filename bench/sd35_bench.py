@@ -4,6 +4,11 @@ sampling (comfy.sample.sample): seconds per step, peak memory, load time and err
   python bench/sd35_bench.py --model large --weights gaussian --modes eager compiled --out bench/results
   python bench/sd35_bench.py --model large --vram-cap-gib 8 --variants stock_fp8 ours_fp8 --out bench/results
   python bench/sd35_bench.py --model medium --modes eager --variants ours_fp8 ours_fp8_comfy_qk_norm --out DIR
+  python bench/sd35_bench.py --model medium --modes compiled cuda_graphs --variants stock_fp8_fast ours_fp8 --out DIR
+
+Modes: eager; compiled (stock TorchCompileModel, inductor); cuda_graphs (this pack's TorchCompileModel
+with CUDA graphs, on stock's variants too); cudagraphs_backend (stock TorchCompileModel's other backend:
+CUDA graphs of the eager kernels, no Inductor).
 
 Random weights at the real shapes (no weights can be downloaded); one JSON file per run, which
 bench/report.py turns into bench/RESULTS.md and the chart.
@@ -111,10 +116,10 @@ def comfyui_qk_norms(diffusion_model):
             module.__class__ = RMSNorm
 
 
-def torch_compile_model(model):
-    """Stock TorchCompileModel (inductor) on model, as a user's graph runs it."""
+def torch_compile_model(model, backend="inductor"):
+    """Stock TorchCompileModel on model, as a user's graph runs it."""
     from comfy_extras.nodes_torch_compile import TorchCompileModel
-    return TorchCompileModel.execute(model, "inductor").result[0]
+    return TorchCompileModel.execute(model, backend).result[0]
 
 
 @contextmanager
@@ -248,6 +253,11 @@ def run_variant(variant, mode, weights, args, positive, negative, references):
               "dtype": str(model.model.get_dtype()).replace("torch.", "")}
     if mode == "compiled":
         model = torch_compile_model(model)
+    elif mode == "cudagraphs_backend":
+        model = torch_compile_model(model, "cudagraphs")
+    elif mode == "cuda_graphs":
+        from sd35_fp8.nodes.compile_cuda_graphs import compile_with_cuda_graphs
+        model = compile_with_cuda_graphs(model)
     forward = one_forward(model, args.size) if mode == "eager" and not args.vram_cap_gib else None
     started = time.perf_counter()
     sample(model, args.size, 2, args.seed, positive, negative, [])  # warm-up (and compilation)
@@ -296,11 +306,14 @@ def main():
     parser.add_argument("--model", choices=MODELS, default="large")
     parser.add_argument("--weights", choices=("gaussian", "heavy"), default="gaussian")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS + AB_VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled", "cuda_graphs", "cudagraphs_backend"),
+                        default=["eager", "compiled"])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vram-cap-gib", type=float, default=0, help="cap GPU memory (ComfyUI offloads the rest)")
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="variant_mode pairs to run of --variants x --modes, e.g. ours_fp8_cuda_graphs")
     parser.add_argument("--profile", nargs="*", default=[], help="variant_mode names to profile, e.g. ours_fp8_compiled")
     parser.add_argument("--python-profile", nargs="*", default=[],
                         help="variant_mode names whose host-side time is profiled (cProfile), e.g. ours_fp8_eager")
@@ -326,7 +339,8 @@ def main():
            "command": " ".join(["python"] + sys.argv), "reference": "stock_default eager", "results": []}
     references = {}
     # Every error is against stock ComfyUI's default (eager), so that runs first.
-    runs = [("stock_default", "eager")] + [(v, m) for m in args.modes for v in args.variants]
+    runs = [("stock_default", "eager")] + [(v, m) for m in args.modes for v in args.variants
+                                           if not args.only or f"{v}_{m}" in args.only]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.model}_{args.weights}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
     for variant, mode in dict.fromkeys(runs):

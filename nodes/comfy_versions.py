@@ -196,3 +196,19 @@ def register_reload(model_patcher, reload, arguments):
     (TorchCompileModel, conditioning hooks, a copy for another device) and raises for a model without
     it; 0.3.x never asks."""
     model_patcher.cached_patcher_init = (reload, arguments)
+
+
+def clone_for_compile(model_patcher):
+    """The copy stock TorchCompileModel compiles: 0.33, a copy outside DynamicVRAM, whose weights stay
+    where they are loaded (built again through the loader's reload, register_reload); 0.3.x, a clone."""
+    if _BUILDS_OUTSIDE_DYNAMIC_VRAM:
+        return model_patcher.clone(disable_dynamic=True)
+    return model_patcher.clone()
+
+
+def stock_compile_options():
+    """The torch.compile options stock TorchCompileModel passes: 0.33 leaves transformer_options out of
+    the guards (its skip_torch_compile_dict), 0.3.x passes none."""
+    from comfy_extras import nodes_torch_compile
+    guard_filter = getattr(nodes_torch_compile, "skip_torch_compile_dict", None)
+    return {"guard_filter_fn": guard_filter} if guard_filter is not None else {}

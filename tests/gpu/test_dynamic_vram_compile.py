@@ -1,7 +1,8 @@
-"""Stock TorchCompileModel on our MODEL with a LoRA, with DynamicVRAM on as ComfyUI 0.33's main.py turns it
-on: the node asks the loader for a copy outside DynamicVRAM (it raised for ours before the loaders said
-how to load their model again), and the compiled model samples what the eager one samples, LoRA
-included. CI has no GPU: skipped there."""
+"""Stock TorchCompileModel, and ours with CUDA graphs, on our MODEL with a LoRA, with DynamicVRAM on as
+ComfyUI 0.33's main.py turns it on: the node asks the loader for a copy outside DynamicVRAM (it raised
+for ours before the loaders said how to load their model again), and the compiled model samples what
+the eager one samples, LoRA included; with CUDA graphs, recorded and replayed. CI has no GPU: skipped
+there."""
 import json
 import subprocess
 import sys
@@ -30,3 +31,8 @@ def test_torch_compile_model_node_on_our_model_with_a_lora(tmp_path):
     # Twice the bound below: a compiled copy that lost the LoRA could not pass it
     assert result["finite"] and result["lora_effect"] > 2 * COMPILED_BOUND, result
     assert result["compiled_error"] <= COMPILED_BOUND, result
+    # with CUDA graphs: the same bound, graphs recorded for the step and none skipped, a replay the same
+    assert result["graphs_error"] <= COMPILED_BOUND and result["graphs_replayed_equal"], result
+    assert result["graphs_recorded"] > 0 and result["graph_skips"] == 0, result
+    # with the weights offloaded it samples the same (where graphs cannot be recorded, without them)
+    assert result["offloaded_error"] <= COMPILED_BOUND, result
