@@ -230,6 +230,12 @@ def build(results_md: Path, chart_png: Path):
     # eleventh session: compiled Large and Medium with stock; Medium again with the ops as triton_ops
     compiled11_runs = runs_per_model("speed_compiled11_033_{model}_gaussian.json")
     triton_ops_runs = runs_per_model("speed_compiled11_033_{model}_gaussian_triton_ops.json")
+    # twelfth session: the one-pass blocks against ComfyUI's (eager); compiled Medium with CUDA graphs
+    blocks12_runs = runs_per_model("speed_blocks12_033_{model}_gaussian.json")
+    graphs12_runs = runs_per_model("speed_graphs12_033_{model}_gaussian.json")
+    graphs12_more = [(name, load(name)) for name in ("speed_graphs12_033_medium_gaussian_ours_profiled.json",
+                                                      "speed_graphs12_033_medium_gaussian_stock_only.json")
+                     if (RESULTS / name).exists()]
     sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
                 *([speed_targets(eager_runs, "Eager speed against stock's best, sixth session (8 steps; speed only)",
                                  accuracy=False)] if "Large" in eager_runs else []),
@@ -241,6 +247,9 @@ def build(results_md: Path, chart_png: Path):
                                                   "(8 steps; speed only)", accuracy=False)] if compiled10_runs else []),
                 *([speed_targets(compiled11_runs, "Speed against stock's best, eleventh session, compiled (8 steps; "
                                                   "speed only)", accuracy=False)] if compiled11_runs else []),
+                *([speed_targets(graphs12_runs, "Speed against stock's best, twelfth session, compiled Medium, ours "
+                                                "with CUDA graphs (8 steps; speed only)", accuracy=False,
+                                 ours_modes={"compiled": "cuda_graphs"})] if graphs12_runs else []),
                 targets(large, compiled_runs, heavy, medium, cap),
                 "\n" + (BENCH / "analysis.md").read_text() + "\n", "## Tables\n\n",
                 run_table(large, "SD3.5 Large, Gaussian weights, eager"),
@@ -271,6 +280,13 @@ def build(results_md: Path, chart_png: Path):
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, eleventh session, ours alone with the "
                                  "kernels as triton_ops (ComfyUI 0.33.0, 8 steps)")
                   for model, run in triton_ops_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, twelfth session: the one-pass blocks "
+                                 "against ComfyUI's blocks (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in blocks12_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, twelfth session: stock TorchCompileModel "
+                                 "against ours with CUDA graphs (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in graphs12_runs.items()),
+                *(run_table(run, f"SD3.5 Medium, twelfth session, CUDA graphs: {name}") for name, run in graphs12_more),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
