@@ -53,7 +53,9 @@ INPUT_IMAGE = "example.png"
 # and 0.33 both take it for a T5-XXL.
 MODEL_WRITERS = {
     LARGE: lambda path: tiny_sd3.write_checkpoint(path, clip_l=False),
-    TURBO: lambda path: tiny_sd3.write_checkpoint(path, clip_l=False, seed=10),
+    # seed 10 decoded the Turbo workflow's image nearly black (pixel std 1.46 against the 1.0 that
+    # tells a real image from a constant one) and failed CI once; seed 11's std is 83
+    TURBO: lambda path: tiny_sd3.write_checkpoint(path, clip_l=False, seed=11),
     MEDIUM: lambda path: tiny_sd3.write_checkpoint(path, variant="medium", clip_l=False, seed=20),
     T5: write_t5,
     LORA: write_sd35_lora,
