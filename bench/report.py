@@ -15,7 +15,10 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "st
           "ours_fp8_comfy_qk_norm": "ours FP8 matmul, ComfyUI's q and k norms",
           "ours_fp8_transposed_tokens": "ours FP8 matmul, ComfyUI's transposed image tokens",
           "ours_fp8_comfy_attention": "ours FP8 matmul, ComfyUI's attention backend order",
-          "ours_fp8_comfy_blocks": "ours FP8 matmul, ComfyUI's blocks (norm, modulation, quantization apart)"}
+          "ours_fp8_comfy_blocks": "ours FP8 matmul, ComfyUI's blocks (norm, modulation, quantization apart)",
+          "ours_fp8_conditioning_per_step": "ours FP8 matmul, conditioning copied to the GPU at every step"}
+# runs before the thirteenth session waited for the GPU at every step and timed the host up to that wait
+HOST_COLUMN = {"synchronized": "host s/step to queue it", "cuda_events": "host s/step"}
 # the chart's bars: every variant of a full run (the A/B variants run only when named)
 CHART_VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", "ours_fp8")
 
@@ -38,8 +41,12 @@ def run_table(run, title):
              f"(batch {run['batch']}), {run['sampler']}, {run['steps']} steps"
              + (f", GPU memory capped at {run['vram_cap_gib']:g} GiB" if run.get("vram_cap_gib") else "")
              + f". `{run['command']}`" + (f" Note: {run['note']}" if run.get("note") else ""), "",
-             *table_head("variant", "mode", "s/step", "host s/step to queue it", "peak GiB", "model GiB", "load s",
-                         "compile+warm-up s", "forward error", "latent error", "weights dtype")]
+             *table_head("variant", "mode", "s/step", HOST_COLUMN[run.get("step_timing", "synchronized")], "peak GiB",
+                         "model GiB", "load s", "compile+warm-up s", "forward error", "latent error", "weights dtype")]
+    if run.get("step_timing") == "cuda_events":
+        lines[2:2] = ["Step times from CUDA events recorded as each step is reported, nothing waiting for the GPU "
+                      "between steps; host s/step: the host's clock between the same reports (far below s/step: the "
+                      "host queued ahead of the GPU).", ""]
     for r in run["results"]:
         # recorded since the fifth session: close to s/step, the step was bound by the host
         queued = f"{r['host_issue_s_per_step']:.4f}" if "host_issue_s_per_step" in r else ""

@@ -41,9 +41,10 @@ VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", 
 # through their custom ops, as before quant/kernels/opaque_op.py; ours FP8 with ComfyUI's q and k norms,
 # as before nodes/qk_norm.py; ours FP8 with ComfyUI's transposed image tokens, as before
 # nodes/token_layout.py; ours FP8 with ComfyUI's attention backend order, as before
-# nodes/attention_backend.py.
+# nodes/attention_backend.py; ours FP8 with ComfyUI's blocks, as before nodes/block_norm_quantize.py;
+# ours FP8 with the conditioning copied to the GPU at every step, as before nodes/conditioning_on_device.py.
 AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens",
-               "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks")
+               "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks", "ours_fp8_conditioning_per_step")
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 CFG, SAMPLER = 4.5, "euler"
@@ -95,6 +96,10 @@ def build(variant, weights, disable_dynamic=False):
             model.model_options.get("transformer_options", {}).pop("optimized_attention_override", None)
         if variant == "ours_fp8_comfy_blocks":
             comfyui_blocks(model.model.diffusion_model)
+        if variant == "ours_fp8_conditioning_per_step":
+            import comfy.patcher_extension
+            from sd35_fp8.nodes.conditioning_on_device import WRAPPER_KEY
+            model.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
     register_reload(model, build, (variant, weights))
     return model
 
@@ -141,27 +146,33 @@ def synchronize():
 
 
 def sample(model, size, steps, seed, positive, negative, step_times, issue_times=None):
-    """issue_times, if given, gets for each step after the first how long the host took to queue it
-    (before waiting for the GPU): close to its step time, the step was bound by the host."""
+    """step_times gets each step's time, from CUDA events recorded as ComfyUI reports the step (on the
+    CPU from the clock): nothing waits for the GPU between steps, as in ComfyUI with previews off.
+    issue_times, if given, gets each step's time on the host's clock, between the same two reports: far
+    below the step's time, the host queued ahead of the GPU; close to it, the host either bounded the
+    step or waited for the GPU within it."""
     import comfy.sample
     latent = torch.zeros(1, 16, size // 8, size // 8)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
-    last = [None]
+    marks = []  # (host clock, CUDA event or None) at the start and at each step
 
-    def callback(step, x0, x, total):
-        queued = time.perf_counter()
-        synchronize()
-        now = time.perf_counter()
-        if last[0] is not None:
-            step_times.append(now - last[0])
-            if issue_times is not None:
-                issue_times.append(queued - last[0])
-        last[0] = now
+    def mark(*_):
+        event = None
+        if torch.cuda.is_available():  # bench/image_compare.py's smoke test samples on the CPU
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+        marks.append((time.perf_counter(), event))
 
     synchronize()
-    last[0] = time.perf_counter()
-    return comfy.sample.sample(model, noise, steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,
-                               seed=seed, callback=callback, disable_pbar=True)
+    mark()
+    latent = comfy.sample.sample(model, noise, steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,
+                                 seed=seed, callback=mark, disable_pbar=True)
+    synchronize()
+    for (host_before, before), (host_after, after) in zip(marks, marks[1:]):
+        step_times.append(host_after - host_before if before is None else before.elapsed_time(after) / 1000)
+    if issue_times is not None:
+        issue_times.extend(host_after - host_before for (host_before, _), (host_after, _) in zip(marks, marks[1:]))
+    return latent
 
 
 def one_forward(model, size, seed=0):
@@ -336,7 +347,9 @@ def main():
            "cfg": CFG, "batch": 2, "sampler": SAMPLER, "vram_cap_gib": args.vram_cap_gib,
            "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
            "comfyui": comfyui_version.__version__, "python": platform.python_version(),
-           "command": " ".join(["python"] + sys.argv), "reference": "stock_default eager", "results": []}
+           "command": " ".join(["python"] + sys.argv), "reference": "stock_default eager",
+           # since the thirteenth session; before it, the harness waited for the GPU at every step
+           "step_timing": "cuda_events", "results": []}
     references = {}
     # Every error is against stock ComfyUI's default (eager), so that runs first.
     runs = [("stock_default", "eager")] + [(v, m) for m in args.modes for v in args.variants

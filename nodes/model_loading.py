@@ -22,6 +22,7 @@ from ..quant.layouts.sd35_layout import VAE_PREFIX, read_contents
 from .attention_backend import cudnn_attention_applies, use_cudnn_attention
 from .comfy_versions import build_diffusion_model, register_reload
 from .block_norm_quantize import use_norm_quantize_blocks
+from .conditioning_on_device import keep_conditioning_on_device
 from .mlp_gelu import move_gelu_into_fc2
 from .ops import make_fp8_ops
 from .qk_norm import use_one_pass_qk_norm
@@ -78,6 +79,7 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     if cudnn_attention_applies(device):
         use_cudnn_attention(model)
         attention = "; attention: torch SDPA, cuDNN's kernel first"
+    keep_conditioning_on_device(model)
     logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s%s", source_name, report.summary(model_name),
                  str(compute_dtype).replace("torch.", ""), compute_path.summary, attention)
     return model, report, compute_path
