@@ -243,6 +243,9 @@ def build(results_md: Path, chart_png: Path):
     graphs12_more = [(name, load(name)) for name in ("speed_graphs12_033_medium_gaussian_ours_profiled.json",
                                                       "speed_graphs12_033_medium_gaussian_stock_only.json")
                      if (RESULTS / name).exists()]
+    # thirteenth session: compiled Large and Medium with CUDA graphs and the conditioning kept on the GPU,
+    # steps timed by CUDA events
+    graphs13_runs = runs_per_model("speed_graphs13_033_{model}_gaussian.json")
     sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
                 *([speed_targets(eager_runs, "Eager speed against stock's best, sixth session (8 steps; speed only)",
                                  accuracy=False)] if "Large" in eager_runs else []),
@@ -257,6 +260,10 @@ def build(results_md: Path, chart_png: Path):
                 *([speed_targets(graphs12_runs, "Speed against stock's best, twelfth session, compiled Medium, ours "
                                                 "with CUDA graphs (8 steps; speed only)", accuracy=False,
                                  ours_modes={"compiled": "cuda_graphs"})] if graphs12_runs else []),
+                *([speed_targets(graphs13_runs, "Speed against stock's best, thirteenth session, compiled, ours with "
+                                                "CUDA graphs and the conditioning on the GPU (8 steps; CUDA-event step "
+                                                "times; speed only)", accuracy=False,
+                                 ours_modes={"compiled": "cuda_graphs"})] if graphs13_runs else []),
                 targets(large, compiled_runs, heavy, medium, cap),
                 "\n" + (BENCH / "analysis.md").read_text() + "\n", "## Tables\n\n",
                 run_table(large, "SD3.5 Large, Gaussian weights, eager"),
@@ -294,6 +301,9 @@ def build(results_md: Path, chart_png: Path):
                                  "against ours with CUDA graphs (ComfyUI 0.33.0, 8 steps)")
                   for model, run in graphs12_runs.items()),
                 *(run_table(run, f"SD3.5 Medium, twelfth session, CUDA graphs: {name}") for name, run in graphs12_more),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, thirteenth session: stock TorchCompileModel "
+                                 "against ours with CUDA graphs, the conditioning on the GPU (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in graphs13_runs.items()),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
