@@ -55,13 +55,15 @@ def run_table(run, title):
                      f"{r['latent_error']} | {r['dtype']} |")
     profiled = [r for r in run["results"] if "profile" in r]
     if profiled:
-        lines += ["", "GPU time of one sampling step (ms, torch.profiler): by kernel kind; GPU busy = union of kernel "
-                  "intervals, span = first kernel start to last kernel end (span - busy = GPU waiting for the CPU):", ""]
+        lines += ["", "GPU time of one sampling step (ms, torch.profiler; a sample of one step unless a row says "
+                  "more): by kernel kind; GPU busy = union of kernel intervals, span = first kernel start to last kernel "
+                  "end (span - busy = GPU waiting for the CPU):", ""]
         for r in profiled:
             profile = r["profile"]
+            steps = f" (a sample of {profile['steps']} steps)" if profile.get("steps", 1) > 1 else ""
             kinds = ", ".join(f"{k} {v:.1f}" for k, v in profile["by_kind_ms"].items())
             top = "; ".join(f"`{k['kernel'][:60]}` {k['ms']:.1f} ms / {k['calls']} calls" for k in profile["top_kernels"][:5])
-            lines.append(f"- {LABELS[r['variant']]} {r['mode']}: {kinds}; GPU busy {profile['gpu_busy_ms']:.1f} of "
+            lines.append(f"- {LABELS[r['variant']]} {r['mode']}{steps}: {kinds}; GPU busy {profile['gpu_busy_ms']:.1f} of "
                          f"{profile['kernel_span_ms']:.1f} span. Top kernels: {top}")
     return "\n".join(lines) + "\n"
 

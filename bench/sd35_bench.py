@@ -216,11 +216,13 @@ def _gpu_busy_ms(trace_path):
     return round(busy / 1000, 2), round((spans[-1][1] - spans[0][0]) / 1000, 2)
 
 
-def profile_one_step(model, args, positive, negative, trace_path):
-    """CUDA time of one sampling step by kernel kind, to compare with the floors in fp8.md."""
+def profile_steps(model, args, positive, negative, trace_path):
+    """CUDA time of a sample of args.profile_steps steps by kernel kind, to compare with the floors in
+    fp8.md. One step holds the sample's own setup too; with more, the trace shows what each later step
+    waits for."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        sample(model, args.size, 1, args.seed, positive, negative, [])
+        sample(model, args.size, args.profile_steps, args.seed, positive, negative, [])
         torch.cuda.synchronize()
     totals, kernels = {}, []
     for event in prof.key_averages():
@@ -233,7 +235,8 @@ def profile_one_step(model, args, positive, negative, trace_path):
     prof.export_chrome_trace(str(trace_path))
     busy_ms, span_ms = _gpu_busy_ms(trace_path)
     top = [{"ms": round(ms, 2), "calls": calls, "kernel": name} for ms, calls, name in sorted(kernels, reverse=True)[:30]]
-    return {"by_kind_ms": {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+    return {"steps": args.profile_steps,
+            "by_kind_ms": {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
             "gpu_busy_ms": busy_ms, "kernel_span_ms": span_ms, "top_kernels": top}
 
 
@@ -290,7 +293,7 @@ def run_variant(variant, mode, weights, args, positive, negative, references):
         result["forward_error"] = round(relative_error(forward, references["forward"]), 4)
     if f"{variant}_{mode}" in args.profile:
         args.out.mkdir(parents=True, exist_ok=True)
-        result["profile"] = profile_one_step(model, args, positive, negative,
+        result["profile"] = profile_steps(model, args, positive, negative,
                                              args.out / f"trace_{args.model}_{variant}_{mode}.json")
     if f"{variant}_{mode}" in args.python_profile:
         result["python_profile"] = python_profile_one_step(model, args, positive, negative)
@@ -326,6 +329,7 @@ def main():
     parser.add_argument("--only", nargs="*", default=[],
                         help="variant_mode pairs to run of --variants x --modes, e.g. ours_fp8_cuda_graphs")
     parser.add_argument("--profile", nargs="*", default=[], help="variant_mode names to profile, e.g. ours_fp8_compiled")
+    parser.add_argument("--profile-steps", type=int, default=1, help="steps of the profiled sample")
     parser.add_argument("--python-profile", nargs="*", default=[],
                         help="variant_mode names whose host-side time is profiled (cProfile), e.g. ours_fp8_eager")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
