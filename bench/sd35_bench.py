@@ -170,8 +170,8 @@ def sample(model, size, steps, seed, positive, negative, step_times, issue_times
     synchronize()
     for (host_before, before), (host_after, after) in zip(marks, marks[1:]):
         step_times.append(host_after - host_before if before is None else before.elapsed_time(after) / 1000)
-    if issue_times is not None:
-        issue_times.extend(host_after - host_before for (host_before, _), (host_after, _) in zip(marks, marks[1:]))
+        if issue_times is not None:
+            issue_times.append(host_after - host_before)
     return latent
 
 

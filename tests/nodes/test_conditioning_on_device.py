@@ -8,12 +8,7 @@ from types import SimpleNamespace
 import torch
 
 from devtools.tiny_sd3 import write_diffusion_model
-
-
-def conditioning(seed):
-    generator = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, 77, 4096, generator=generator) * 0.5,
-             {"pooled_output": torch.randn(1, 2048, generator=generator) * 0.5}]]
+from tests.gpu.test_gelu_quantize import conditioning
 
 
 def sample(model, positive, negative, steps=2):
