@@ -7,8 +7,9 @@ computes `self.attn.pre_attention(modulate(self.norm1(x), shift, scale))` and
 `x + gate.unsqueeze(1) * ...`: in an eager SD3.5 Large step on an H200 the layer norms, modulations
 and the quantizations of their results took about 9.8 ms and the gates' multiplies and adds 6.9 ms
 (bench/results/speed_ab10_033_large_gaussian.json). This block class computes the same through fewer
-passes where a layer can take FP8 rows (nodes/ops.py `FP8Linear.takes_fp8_rows`: no LoRA, many rows,
-not under torch.compile, which fuses these itself); everywhere else, ComfyUI's own methods. Only the
+passes where a layer can take FP8 rows (nodes/ops.py `FP8Linear.takes_fp8_rows`: no LoRA, many rows);
+everywhere else, ComfyUI's own methods. Under torch.compile too: Inductor's own fusion of the norm,
+modulation and quantization reads each row three times (quant/kernels/norm_quantize.py). Only the
 class of each block changes: its parameters, state dict and LoRA keys stay as they were.
 """
 import torch
@@ -28,8 +29,7 @@ def _fused(block, x):
 def _norm_modulate_linear(norm, linear, x, shift, scale):
     """linear(modulate(norm(x), shift, scale)), in one pass before the matmul where linear takes FP8 rows."""
     if isinstance(linear, FP8Linear) and linear.takes_fp8_rows(x):
-        from ..quant.kernels.triton_kernels import layer_norm_modulate_quantize_rows_triton
-        return linear.forward_fp8_rows(x, *layer_norm_modulate_quantize_rows_triton(x, shift, scale, norm.eps))
+        return linear.forward_norm_modulated(x, shift, scale, norm.eps)
     return linear(modulate(norm(x), shift, scale))
 
 

@@ -14,6 +14,12 @@ and 214 of 1350 ms (with a LoRA) in torch.library's wrapper around these kernels
 import torch
 
 
+def compiled_code_launches_kernels():
+    """Whether this torch launches an OpaqueToCompile kernel from compiled code itself (triton_op,
+    torch 2.6+) rather than through the dispatcher and Python at every call."""
+    return hasattr(torch.library, "triton_op")
+
+
 def launch_directly(kernel):
     """The launcher of eager calls (`wrap` of the triton_kernels.py functions): the kernel itself."""
     return kernel

@@ -1,8 +1,9 @@
 """Single-pass Triton kernels for eager CUDA. torch's own ops take several passes over memory
 (abs-max, divide, cast; or cast, multiply) and cost as much as the GEMM they feed. Under
 torch.compile the plain-torch versions in fp8_linear.py are used: Inductor fuses them itself;
-except GELU + quantization before an MLP's fc2, which Inductor does in two passes over each row
-and which runs here in both modes (gelu_quantize.py)."""
+except GELU + quantization before an MLP's fc2 and a block's layer norm + modulation + quantization,
+which Inductor does in several passes over each row and which run here in both modes
+(gelu_quantize.py, norm_quantize.py)."""
 import torch
 import triton
 import triton.language as tl
@@ -195,30 +196,83 @@ def head_rms_norm_triton(x: torch.Tensor, weight, eps: float):
 
 @triton.jit
 def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, out_scale_ptr, n_cols, tokens,
-                                              x_row_stride, shift_row_stride, scale_row_stride, eps,
-                                              FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, BLOCK: tl.constexpr):
-    # One program per token, its row held in registers: read once, written once as FP8.
-    row = tl.program_id(0).to(tl.int64)
-    sample = row // tokens
-    cols = tl.arange(0, BLOCK)
-    inside = cols < n_cols
-    x = tl.load(x_ptr + row * x_row_stride + cols, mask=inside, other=0.0).to(tl.float32)
-    centered = tl.where(inside, x - tl.sum(x, axis=0) / n_cols, 0.0)
-    normalized = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / n_cols + eps)
-    shift = tl.load(shift_ptr + sample * shift_row_stride + cols, mask=inside, other=0.0).to(tl.float32)
-    scale = tl.load(scale_ptr + sample * scale_row_stride + cols, mask=inside, other=0.0).to(tl.float32)
+                                              x_row_stride, shift_row_stride, scale_row_stride, EPS: tl.constexpr,
+                                              FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, ROWS: tl.constexpr,
+                                              HEAD: tl.constexpr, TAIL: tl.constexpr):
+    # ROWS tokens of one sample per program, held in registers as a power-of-two head and a masked
+    # power-of-two tail (TAIL 0: none): each row read once, written once as FP8. EPS is a constant:
+    # launched from Inductor's code a float argument arrives as fp64, whose rsqrt Triton 3.6 fails
+    # to lower ("PassManager::run failed" in make_llir on an H200).
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    sample = (tl.program_id(0).to(tl.int64) * ROWS) // tokens
+    head = tl.arange(0, HEAD)
+    head_inside = head < n_cols
+    x = tl.load(x_ptr + rows[:, None] * x_row_stride + head[None, :], mask=head_inside[None, :], other=0.0)
+    x = x.to(tl.float32)
+    total = tl.sum(x, axis=1)
+    if TAIL > 0:
+        tail = HEAD + tl.arange(0, TAIL)
+        tail_inside = tail < n_cols
+        x_tail = tl.load(x_ptr + rows[:, None] * x_row_stride + tail[None, :], mask=tail_inside[None, :], other=0.0)
+        x_tail = x_tail.to(tl.float32)
+        total += tl.sum(x_tail, axis=1)
+    mean = total / n_cols
+    centered = tl.where(head_inside[None, :], x - mean[:, None], 0.0)
+    squares = tl.sum(centered * centered, axis=1)
+    if TAIL > 0:
+        centered_tail = tl.where(tail_inside[None, :], x_tail - mean[:, None], 0.0)
+        squares += tl.sum(centered_tail * centered_tail, axis=1)
+    rstd = tl.rsqrt(squares / n_cols + EPS)
     # masked columns: 0 * (1 + 0) + 0, which leaves the abs-max alone
-    y = normalized * (1 + scale) + shift
-    row_scale = tl.maximum(tl.max(tl.abs(y), axis=0) / FP8_MAX, MIN_SCALE)
-    tl.store(out_ptr + row * n_cols + cols, tl.clamp(y / row_scale, -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty),
-             mask=inside)
-    tl.store(out_scale_ptr + row, row_scale)
+    shift = tl.load(shift_ptr + sample * shift_row_stride + head, mask=head_inside, other=0.0).to(tl.float32)
+    scale = tl.load(scale_ptr + sample * scale_row_stride + head, mask=head_inside, other=0.0).to(tl.float32)
+    y = centered * rstd[:, None] * (1 + scale[None, :]) + shift[None, :]
+    absmax = tl.max(tl.abs(y), axis=1)
+    if TAIL > 0:
+        shift_tail = tl.load(shift_ptr + sample * shift_row_stride + tail, mask=tail_inside, other=0.0).to(tl.float32)
+        scale_tail = tl.load(scale_ptr + sample * scale_row_stride + tail, mask=tail_inside, other=0.0).to(tl.float32)
+        y_tail = centered_tail * rstd[:, None] * (1 + scale_tail[None, :]) + shift_tail[None, :]
+        absmax = tl.maximum(absmax, tl.max(tl.abs(y_tail), axis=1))
+    row_scale = tl.maximum(absmax / FP8_MAX, MIN_SCALE)
+    out_rows = out_ptr + rows[:, None] * n_cols
+    tl.store(out_rows + head[None, :], tl.clamp(y / row_scale[:, None], -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty),
+             mask=head_inside[None, :])
+    if TAIL > 0:
+        tl.store(out_rows + tail[None, :],
+                 tl.clamp(y_tail / row_scale[:, None], -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty),
+                 mask=tail_inside[None, :])
+    tl.store(out_scale_ptr + rows, row_scale)
 
 
-def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float):
+# Elements of x one program of the norm kernel holds, in 4 warps. On an H200, 2 x 4096 tokens of
+# SD3.5 Medium (1536 columns): one row a program in 8 warps 25.9 us; in 4 warps, 4 rows 16.2 us and
+# 8 rows 16.3 and 20.9 us in two runs; Large (2432): 39.8 us against 32.4 and 32.6 us with 4 rows.
+# 8 warps were slower at 1, 2, 4 and 8 rows, both sizes.
+_NORM_TILE_ELEMENTS = 16384
+
+
+def _head_and_tail(cols):
+    """cols as a power-of-two head and a power-of-two tail that covers the rest (0: none): one
+    power-of-two block would pad SD3.5 Large's 2432 columns to 4096."""
+    head = 1 << (cols.bit_length() - 1)
+    return head, 0 if head == cols else triton.next_power_of_2(cols - head)
+
+
+def _rows_per_program(tokens, cols):
+    """The most rows, a power of two dividing tokens (so a program's rows share one sample's shift
+    and scale), whose elements fit _NORM_TILE_ELEMENTS; at least one."""
+    rows = 1
+    while 2 * rows * cols <= _NORM_TILE_ELEMENTS and tokens % (2 * rows) == 0:
+        rows *= 2
+    return rows
+
+
+def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+                                             wrap=launch_directly):
     """Same result as norm_quantize.layer_norm_modulate_quantize_rows, for CUDA tensors: x (batch,
     tokens, channels) with contiguous rows, shift and scale (batch, channels) with contiguous rows
-    (chunks of the adaLN output). One read of x, one write of the fp8 values."""
+    (chunks of the adaLN output). One read of x, one write of the fp8 values. wrap: the kernel's
+    launcher (torch.library.wrap_triton inside a triton_op)."""
     batch, tokens, cols = x.shape
     rows = batch * tokens
     if x.stride(2) != 1 or x.stride(0) != tokens * x.stride(1):
@@ -226,8 +280,10 @@ def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tenso
     shift, scale = (t if t.stride(1) == 1 else t.contiguous() for t in (shift, scale))
     out = torch.empty((rows, cols), device=x.device, dtype=FP8_DTYPE)
     out_scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
-    _layer_norm_modulate_quantize_rows_kernel[(rows,)](
-        x, shift, scale, out, out_scale, cols, tokens, x.stride(1), shift.stride(0), scale.stride(0), eps,
-        FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, BLOCK=triton.next_power_of_2(cols), num_warps=8)
+    rows_per_program = _rows_per_program(tokens, cols)
+    head, tail = _head_and_tail(cols)
+    wrap(_layer_norm_modulate_quantize_rows_kernel)[(rows // rows_per_program,)](
+        x, shift, scale, out, out_scale, cols, tokens, x.stride(1), shift.stride(0), scale.stride(0), EPS=eps,
+        FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROWS=rows_per_program, HEAD=head, TAIL=tail, num_warps=4)
     return out, out_scale
 

@@ -7,7 +7,7 @@ import torch
 
 from devtools.numerics import fp8_steps_apart, relative_error
 # model: the tiny Medium MMDiT through the diffusion-model loader, on the GPU (a fixture)
-from tests.gpu.test_gelu_quantize import conditioning, model  # noqa: F401
+from tests.gpu.test_gelu_quantize import COMPILED_BOUND, conditioning, model  # noqa: F401
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
@@ -32,16 +32,23 @@ def test_kernel_matches_reference(channels):
     assert (fp8_steps_apart(x_fp8, reference) > 0).float().mean() <= 1e-3
 
 
-def sample_one_step(model):
+def sample_one_step(model, warm_up=False):
     """One euler step of ComfyUI's own sampling with CFG (64 image tokens), and how often the kernel
-    ran in it."""
+    ran in it; warm_up: after a first, uncounted run (which compiles)."""
     import comfy.sample
     noise = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def run():
+        return comfy.sample.sample(model, noise, 1, 4.5, "euler", "sgm_uniform", conditioning(1), conditioning(2),
+                                   torch.zeros_like(noise), seed=0, disable_pbar=True)
+
+    if warm_up:
+        run()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
-        latent = comfy.sample.sample(model, noise, 1, 4.5, "euler", "sgm_uniform", conditioning(1), conditioning(2),
-                                     torch.zeros_like(noise), seed=0, disable_pbar=True)
+        latent = run()
         torch.cuda.synchronize()
-    return latent.float(), sum(1 for event in profile.events() if event.name == KERNEL)
+    # compiled code launches the kernel under its own name with a suffix
+    return latent.float(), sum(1 for event in profile.events() if event.name.startswith(KERNEL))
 
 
 def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
@@ -70,3 +77,17 @@ def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
     # quantizing them, so some land on the other fp8 step (0.027 apart on an H200): no further from
     # the unquantized model than ComfyUI's blocks are, up to that rounding noise.
     assert fused_error <= 1.25 * comfys_error
+
+
+def test_compiled_sampling_runs_the_kernel_too(model):
+    """Under TorchCompileModel the blocks launch the same kernel from compiled code, in place of
+    Inductor's fusion of norm, modulation and quantization (three reads of each row)."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    eager, eager_calls = sample_one_step(model)
+    compiled_model = model.clone()
+    set_torch_compile_wrapper(model=compiled_model, backend="inductor")
+    compiled, compiled_calls = sample_one_step(compiled_model, warm_up=True)
+    print(f"kernel calls eager {eager_calls}, compiled {compiled_calls}; compiled vs eager latent: "
+          f"{relative_error(compiled, eager):.5f}")
+    assert compiled_calls == eager_calls
+    assert relative_error(compiled, eager) <= COMPILED_BOUND

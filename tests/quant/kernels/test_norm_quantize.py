@@ -44,8 +44,10 @@ from sd35_fp8.quant.kernels.triton_kernels import layer_norm_modulate_quantize_r
 from tests.quant.kernels.test_norm_quantize import block_inputs
 use_torch_fp8_rounding()
 runs = []
-for dtype, channels in ((torch.bfloat16, 200), (torch.float16, 256), (torch.float32, 96)):
-    x, shift, scale = block_inputs(channels=channels, dtype=dtype)
+# 40 tokens: 8 rows per program; 7 tokens: one
+for dtype, channels, tokens in ((torch.bfloat16, 200, 40), (torch.float16, 256, 40), (torch.float32, 96, 40),
+                                (torch.bfloat16, 200, 7)):
+    x, shift, scale = block_inputs(tokens=tokens, channels=channels, dtype=dtype)
     shift[1] = 0
     runs.append((x, shift, scale, *layer_norm_modulate_quantize_rows_triton(x, shift, scale, 1e-6)))
 torch.save(runs, {path!r})
