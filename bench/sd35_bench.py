@@ -216,18 +216,41 @@ def _gpu_busy_ms(trace_path):
     return round(busy / 1000, 2), round((spans[-1][1] - spans[0][0]) / 1000, 2)
 
 
+def _host_waits(trace_path, top=8):
+    """The CUDA runtime calls that held the host longest, each with the innermost aten or Python op
+    around it (the trace's CPU ops): where a step waits for the GPU, e.g. a synchronize or a copy
+    to the CPU."""
+    events = [e for e in json.loads(Path(trace_path).read_text())["traceEvents"] if "dur" in e]
+    runtime = [e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver")]
+    ops = sorted((e for e in events if e.get("cat") in ("cpu_op", "python_function")), key=lambda e: e["dur"])
+
+    def enclosing(call):
+        return next((op["name"] for op in ops if op["tid"] == call["tid"]
+                     and op["ts"] <= call["ts"] and call["ts"] + call["dur"] <= op["ts"] + op["dur"]), None)
+
+    by_name = {}
+    for call in runtime:
+        total, count = by_name.get(call["name"], (0.0, 0))
+        by_name[call["name"]] = (total + call["dur"], count + 1)
+    longest = sorted(runtime, key=lambda e: -e["dur"])[:top]
+    return {"by_call_ms": {name: {"ms": round(total / 1000, 2), "calls": count} for name, (total, count)
+                           in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]},
+            "longest": [{"ms": round(call["dur"] / 1000, 2), "call": call["name"], "inside": enclosing(call)}
+                        for call in longest]}
+
+
 def profile_steps(model, args, positive, negative, trace_path):
     """CUDA time of a sample of args.profile_steps steps by kernel kind, to compare with the floors in
     fp8.md. One step holds the sample's own setup too; with more, the trace shows what each later step
     waits for."""
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         sample(model, args.size, args.profile_steps, args.seed, positive, negative, [])
         torch.cuda.synchronize()
     totals, kernels = {}, []
     for event in prof.key_averages():
         ms = event.self_device_time_total / 1000
-        if ms <= 0:
+        if ms <= 0 or event.device_type != torch.autograd.DeviceType.CUDA:  # kernels, not the CPU ops that launched them
             continue
         kind = _kind(event.key)
         totals[kind] = totals.get(kind, 0.0) + ms
@@ -237,7 +260,8 @@ def profile_steps(model, args, positive, negative, trace_path):
     top = [{"ms": round(ms, 2), "calls": calls, "kernel": name} for ms, calls, name in sorted(kernels, reverse=True)[:30]]
     return {"steps": args.profile_steps,
             "by_kind_ms": {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
-            "gpu_busy_ms": busy_ms, "kernel_span_ms": span_ms, "top_kernels": top}
+            "gpu_busy_ms": busy_ms, "kernel_span_ms": span_ms, "top_kernels": top,
+            "host_waits": _host_waits(trace_path)}
 
 
 def python_profile_one_step(model, args, positive, negative):
