@@ -65,6 +65,9 @@ def run_table(run, title):
             top = "; ".join(f"`{k['kernel'][:60]}` {k['ms']:.1f} ms / {k['calls']} calls" for k in profile["top_kernels"][:5])
             lines.append(f"- {LABELS[r['variant']]} {r['mode']}{steps}: {kinds}; GPU busy {profile['gpu_busy_ms']:.1f} of "
                          f"{profile['kernel_span_ms']:.1f} span. Top kernels: {top}")
+            if "host_waits" in profile:
+                held = "; ".join(f"{c['call']} {c['ms']:.2f} ms in {c['inside']}" for c in profile["host_waits"]["longest"][:4])
+                lines.append(f"  - CUDA runtime calls that held the host longest: {held}")
     return "\n".join(lines) + "\n"
 
 
@@ -248,6 +251,10 @@ def build(results_md: Path, chart_png: Path):
     # thirteenth session: compiled Large and Medium with CUDA graphs and the conditioning kept on the GPU,
     # steps timed by CUDA events
     graphs13_runs = runs_per_model("speed_graphs13_033_{model}_gaussian.json")
+    # fourteenth session: compiled with the norm-quantize kernel launched from compiled code; eager Medium
+    graphs14_runs = runs_per_model("speed_graphs14_033_{model}_gaussian.json")
+    graphs14_one_row = runs_per_model("speed_graphs14_033_{model}_gaussian_one_row_kernel.json")
+    eager14_runs = runs_per_model("speed_eager14_033_{model}_gaussian.json")
     sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
                 *([speed_targets(eager_runs, "Eager speed against stock's best, sixth session (8 steps; speed only)",
                                  accuracy=False)] if "Large" in eager_runs else []),
@@ -266,6 +273,13 @@ def build(results_md: Path, chart_png: Path):
                                                 "CUDA graphs and the conditioning on the GPU (8 steps; CUDA-event step "
                                                 "times; speed only)", accuracy=False,
                                  ours_modes={"compiled": "cuda_graphs"})] if graphs13_runs else []),
+                *([speed_targets(graphs14_runs, "Speed against stock's best, fourteenth session, compiled, ours with "
+                                                "CUDA graphs and the norm-quantize kernel in compiled code (8 steps; "
+                                                "CUDA-event step times; speed only)", accuracy=False,
+                                 ours_modes={"compiled": "cuda_graphs"})] if graphs14_runs else []),
+                *([speed_targets(eager14_runs, "Speed against stock's best, fourteenth session, eager (8 steps; "
+                                               "CUDA-event step times; speed only)", accuracy=False)]
+                  if eager14_runs else []),
                 targets(large, compiled_runs, heavy, medium, cap),
                 "\n" + (BENCH / "analysis.md").read_text() + "\n", "## Tables\n\n",
                 run_table(large, "SD3.5 Large, Gaussian weights, eager"),
@@ -306,6 +320,16 @@ def build(results_md: Path, chart_png: Path):
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, thirteenth session: stock TorchCompileModel "
                                  "against ours with CUDA graphs, the conditioning on the GPU (ComfyUI 0.33.0, 8 steps)")
                   for model, run in graphs13_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, fourteenth session: stock TorchCompileModel "
+                                 "against ours with CUDA graphs, the norm-quantize kernel launched from compiled code "
+                                 "(Medium: 4 rows a program in 8 warps; Large: one row a program) (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in graphs14_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, fourteenth session: the norm-quantize "
+                                 "kernel with one row a program, against ComfyUI's blocks under Inductor (ComfyUI 0.33.0, "
+                                 "8 steps)")
+                  for model, run in graphs14_one_row.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, fourteenth session (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in eager14_runs.items()),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
