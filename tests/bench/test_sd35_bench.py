@@ -1,6 +1,9 @@
 """bench/sd35_bench.py on the CPU (the benchmark itself needs a GPU): with a tiny model, the time the
 host took to queue each step is recorded beside the step's time, and never exceeds it; the A/B
-variant's switch routes eager kernel calls through their custom ops, and only while it is on."""
+variant's switch routes eager kernel calls through their custom ops, and only while it is on; a
+profile's trace gives the runtime calls that held the host longest, each with its op."""
+import json
+
 import pytest
 import torch
 
@@ -52,3 +55,24 @@ def test_models_can_be_built_again_as_torch_compile_model_asks_under_dynamic_vra
     built, again = model.model.state_dict(), copy.model.state_dict()
     assert built.keys() == again.keys()
     assert all(torch.equal(again[k].view(torch.uint8), v.view(torch.uint8)) for k, v in built.items())
+
+
+def test_host_waits_names_the_longest_runtime_calls_and_the_innermost_op_around_each(tmp_path):
+    from bench.sd35_bench import _host_waits
+    events = [
+        {"cat": "cpu_op", "name": "aten::to", "ts": 0, "dur": 100, "tid": 1},
+        {"cat": "cpu_op", "name": "aten::copy_", "ts": 10, "dur": 80, "tid": 1},
+        {"cat": "cuda_runtime", "name": "cudaMemcpyAsync", "ts": 20, "dur": 60, "tid": 1},
+        # the same span on another thread: not the call's op
+        {"cat": "cpu_op", "name": "aten::add", "ts": 19, "dur": 2, "tid": 2},
+        {"cat": "cpu_op", "name": "graph", "ts": 200, "dur": 50, "tid": 1},
+        {"cat": "cuda_runtime", "name": "cudaGraphLaunch", "ts": 210, "dur": 30, "tid": 1},
+        {"cat": "cuda_runtime", "name": "cudaMemcpyAsync", "ts": 300, "dur": 4, "tid": 1},
+        {"cat": "kernel", "name": "k", "ts": 20, "dur": 500, "tid": 7},
+    ]
+    trace = tmp_path / "trace.json"
+    trace.write_text(json.dumps({"traceEvents": events}))
+    waits = _host_waits(trace, top=2)
+    assert waits["by_call_ms"] == {"cudaMemcpyAsync": {"ms": 0.06, "calls": 2}, "cudaGraphLaunch": {"ms": 0.03, "calls": 1}}
+    assert waits["longest"] == [{"ms": 0.06, "call": "cudaMemcpyAsync", "inside": "aten::copy_"},
+                                {"ms": 0.03, "call": "cudaGraphLaunch", "inside": "graph"}]
