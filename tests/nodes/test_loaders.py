@@ -166,7 +166,9 @@ def test_lora_applied_per_call_in_low_vram_mode(lora_on_fp8_layer):
     patched, layer, weight_before, expected = lora_on_fp8_layer
     stored_before = layer.weight.detach().clone()
     patched.load(torch.device("cpu"), lowvram_model_memory=1)  # nothing fits: patches run per call
-    x = torch.randn(3, layer.weight.shape[1], dtype=layer.bias.dtype)
+    # 64 rows: the LoRA's effect on the output then stays near its effect on the weight, about 11%
+    # (with 3 rows it fell to 4.7% in a CI run; in a simulation 0.1% of 3-row draws went below 5%)
+    x = torch.randn(64, layer.weight.shape[1], dtype=layer.bias.dtype)
     out = layer_output(layer, x)
     bias = layer.bias.float()
     assert relative_error(out, x.float() @ expected.t() + bias) <= LORA_BOUND
