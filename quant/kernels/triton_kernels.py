@@ -72,6 +72,13 @@ def _gelu_quantize_rows_kernel(x_ptr, out_ptr, scale_ptr, n_cols, x_row_stride, 
     tl.store(scale_ptr + row, scale)
 
 
+def _head_and_tail(cols):
+    """cols as a power-of-two head and a power-of-two tail that covers the rest (0: none): one
+    power-of-two block would pad SD3.5 Large's 2432 columns to 4096 and its MLP's 9728 to 16384."""
+    head = 1 << (cols.bit_length() - 1)
+    return head, 0 if head == cols else triton.next_power_of_2(cols - head)
+
+
 def gelu_quantize_rows_triton(x2d: torch.Tensor, wrap=launch_directly):
     """Same result as gelu_quantize.gelu_quantize_rows (GELU in fp32, then row-wise FP8), for a CUDA
     tensor: one read of the input, one write of the fp8 values. wrap: the kernel's launcher
@@ -81,8 +88,7 @@ def gelu_quantize_rows_triton(x2d: torch.Tensor, wrap=launch_directly):
         x2d = x2d.contiguous()
     out = torch.empty((rows, cols), device=x2d.device, dtype=FP8_DTYPE)
     scale = torch.empty((rows, 1), device=x2d.device, dtype=torch.float32)
-    head = 1 << (cols.bit_length() - 1)
-    tail = triton.next_power_of_2(cols - head) if cols > head else 0
+    head, tail = _head_and_tail(cols)
     # 8 warps: measured fastest at SD3.5's 6144 and 9728 columns (4 to 32 tried)
     wrap(_gelu_quantize_rows_kernel)[(rows,)](x2d, out, scale, cols, x2d.stride(0), FP8_MAX=FP8_MAX,
                                               MIN_SCALE=MIN_SCALE, HEAD=head, TAIL=tail, num_warps=8)
@@ -249,13 +255,6 @@ def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_p
 # 8 rows 16.3 and 20.9 us in two runs; Large (2432): 39.8 us against 32.4 and 32.6 us with 4 rows.
 # 8 warps were slower at 1, 2, 4 and 8 rows, both sizes.
 _NORM_TILE_ELEMENTS = 16384
-
-
-def _head_and_tail(cols):
-    """cols as a power-of-two head and a power-of-two tail that covers the rest (0: none): one
-    power-of-two block would pad SD3.5 Large's 2432 columns to 4096."""
-    head = 1 << (cols.bit_length() - 1)
-    return head, 0 if head == cols else triton.next_power_of_2(cols - head)
 
 
 def _rows_per_program(tokens, cols):
