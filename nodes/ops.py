@@ -31,8 +31,9 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
     # GELU_TANH on an MLP's fc2 whose GELU the loader moved into it (nodes/mlp_gelu.py): the layer
     # then takes the pre-activation input. Quantized layers only; not part of the state dict.
     input_activation = None
-    # per model, where it takes FP8 rows: (x, shift, scale, eps) -> FP8 rows of modulate(layer_norm(x))
-    # (quant/kernels/norm_quantize.py), resolved outside compiled code, which then calls it
+    # per model, on the row-wise FP8 path with Triton: (x, shift, scale, eps) -> FP8 rows of
+    # modulate(layer_norm(x)) (quant/kernels/norm_quantize.py), resolved outside compiled code, which
+    # then calls it; None elsewhere
     norm_modulate_quantize = None
 
     def __init__(self, *args, **kwargs):
@@ -68,7 +69,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         where compiled code launches our kernels itself, without a LoRA or other weight patch, on more
         rows than the small-row kernel takes."""
         return (self.weight_scale is not None and self.input_activation is None
-                and self.compute_path.name == FP8_ROWWISE and self.compute_path.triton_kernels
+                and self.norm_modulate_quantize is not None
                 and x.is_cuda and (not torch.compiler.is_compiling() or compiled_code_launches_kernels())
                 and x.numel() > SMALL_M_MAX_ROWS * x.shape[-1] and not has_weight_patches(self))
 

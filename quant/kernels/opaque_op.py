@@ -34,7 +34,7 @@ class OpaqueToCompile:
     def __init__(self, name, impl, fake, device_types="cuda", traceable=None):
         self.impl = impl
         self.op = None
-        if traceable is not None and hasattr(torch.library, "triton_op"):
+        if traceable is not None and compiled_code_launches_kernels():
             self.op = torch.library.triton_op(name, traceable, mutates_args=())
         elif hasattr(torch.library, "custom_op"):  # torch < 2.4: torch.compile traces the kernel itself
             self.op = torch.library.custom_op(name, impl, mutates_args=(), device_types=device_types)
