@@ -16,7 +16,8 @@ import torch.nn.functional as F
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from quant.kernels.triton_kernels import _quantize_rows_kernel, quantize_rows_triton  # noqa: E402
+from quant.kernels.triton_kernels import (_head_and_tail, _quantize_rows_kernel, _rows_per_program,  # noqa: E402
+                                         quantize_rows_triton)
 from quant.scales import FP8_DTYPE, FP8_MAX, MIN_SCALE  # noqa: E402
 
 CALLS = 3000
@@ -53,15 +54,18 @@ def main(out_path):
     weight_bf16 = torch.randn(OUT_FEATURES, COLS, device="cuda", dtype=torch.bfloat16)
     out = torch.empty((ROWS, COLS), device="cuda", dtype=FP8_DTYPE)
     scale = torch.empty((ROWS, 1), device="cuda", dtype=torch.float32)
-    block = triton.next_power_of_2(COLS)
-    constants = dict(FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, BLOCK=block)
+    rows_per_program = _rows_per_program(ROWS, COLS)
+    head, tail = _head_and_tail(COLS)
+    grid = ROWS // rows_per_program
+    # the rows as one sample of ROWS tokens: (x, out, scale, cols, tokens, batch stride, token stride)
+    arguments = (x, out, scale, COLS, ROWS, ROWS * x.stride(0), x.stride(0))
+    constants = dict(FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROWS=rows_per_program, HEAD=head, TAIL=tail)
     results = {"torch": torch.__version__, "triton": triton.__version__, "device": torch.cuda.get_device_name(),
                "shape": f"{ROWS} rows x {COLS} -> {OUT_FEATURES}, bf16 activations, fp8 weight",
                "command": "python bench/launch_cost.py " + out_path}
 
     def jit_launch():
-        return _quantize_rows_kernel[(ROWS,)](x, out, scale, COLS, x.stride(0), **constants,
-                                              num_warps=max(4, min(16, block // 512)))
+        return _quantize_rows_kernel[(grid,)](*arguments, **constants, num_warps=4)
 
     measure(results, "torch.empty x2", lambda: (torch.empty((ROWS, COLS), device="cuda", dtype=FP8_DTYPE),
                                                 torch.empty((ROWS, 1), device="cuda", dtype=torch.float32)))
@@ -69,14 +73,14 @@ def main(out_path):
     measure(results, "triton jit launch only", jit_launch)
     compiled = jit_launch()
     results["compiled_kernel_type"] = type(compiled).__name__
-    runner = compiled[(ROWS, 1, 1)]
+    runner = compiled[(grid, 1, 1)]
     # the launcher takes every argument of the signature, constexprs included
     measure(results, "CompiledKernel runner (all args)",
-            lambda: runner(x, out, scale, COLS, x.stride(0), *constants.values()))
+            lambda: runner(*arguments, *constants.values()))
     expected_out, expected_scale = quantize_rows_triton(x)
     out.zero_()
     scale.zero_()
-    runner(x, out, scale, COLS, x.stride(0), *constants.values())
+    runner(*arguments, *constants.values())
     torch.cuda.synchronize()
     results["runner_matches"] = bool(torch.equal(out.view(torch.uint8), expected_out.view(torch.uint8))
                                      and torch.equal(scale, expected_scale))
@@ -88,7 +92,7 @@ def main(out_path):
         static = StaticallyLaunchedCudaKernel(compiled)
         static.load_kernel(torch.cuda.current_device())
         stream = torch.cuda.current_stream().cuda_stream
-        measure(results, "inductor static launcher", lambda: static.run(ROWS, 1, 1, stream, x, out, scale, COLS, x.stride(0)))
+        measure(results, "inductor static launcher", lambda: static.run(grid, 1, 1, stream, *arguments))
     except Exception:
         results["static"] = traceback.format_exc().strip().splitlines()[-1]
     x_fp8, x_scale = quantize_rows_triton(x)

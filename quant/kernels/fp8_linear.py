@@ -1,8 +1,9 @@
 """The linear-layer math for FP8 weights: weight-only, and FP8 x FP8 through torch._scaled_mm.
 
 Activations are quantized per token (one fp32 scale per row, absmax / 448). These functions are
-the reference and the torch.compile path (Inductor fuses the row quantization with whatever
-produced the activation); eager CUDA passes the single-pass Triton kernels instead.
+the reference and the torch.compile path where Inductor fuses the row quantization with whatever
+produced the activation in one pass; CUDA passes the single-pass Triton kernels elsewhere
+(row_quantize.py).
 """
 import torch
 import torch.nn.functional as F
@@ -10,9 +11,9 @@ import torch.nn.functional as F
 from ..scales import absmax_scale, quantize_with_scale
 
 
-def quantize_rows(x2d: torch.Tensor):
-    """Returns (x_fp8, row_scale) with row_scale of shape (rows, 1), fp32."""
-    x = x2d.float()
+def quantize_rows(x: torch.Tensor):
+    """x (..., cols) -> (x_fp8 (rows, cols), row_scale (rows, 1) fp32)."""
+    x = x.reshape(-1, x.shape[-1]).float()
     scale = absmax_scale(x.abs().amax(dim=1, keepdim=True))
     return quantize_with_scale(x, scale), scale
 
@@ -48,8 +49,9 @@ def scale_per_output(weight_scale, out_features):
 
 
 def fp8_linear_rowwise(x, weight_fp8, weight_scale, bias, quantize=quantize_rows):
-    """weight_scale: (out, 1) per channel or () per tensor; output in x.dtype."""
-    x_fp8, x_scale = quantize(x.reshape(-1, x.shape[-1]))
+    """weight_scale: (out, 1) per channel or () per tensor; output in x.dtype. quantize: x (..., cols) ->
+    (fp8 rows, row scales), given x as it is (row_quantize.py's kernel reads a slice of tokens in place)."""
+    x_fp8, x_scale = quantize(x)
     return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, x.dtype).reshape(
         *x.shape[:-1], weight_fp8.shape[0])
 

@@ -29,10 +29,10 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-def gelu_quantize_rows(x2d: torch.Tensor):
-    """(fp8 values, fp32 scales of shape (rows, 1)) of gelu_tanh(x2d) computed in fp32: the
-    reference of the kernel and the CPU path."""
-    return quantize_rows(gelu_tanh(x2d.float()))
+def gelu_quantize_rows(x: torch.Tensor):
+    """(fp8 values (rows, cols), fp32 scales (rows, 1)) of gelu_tanh(x) computed in fp32, x (..., cols):
+    the reference of the kernel and the CPU path."""
+    return quantize_rows(gelu_tanh(x.float()))
 
 
 def _gelu_quantize_rows_impl(x2d: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

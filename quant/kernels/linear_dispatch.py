@@ -8,6 +8,7 @@ from .compute_path import FP8_ROWWISE, FP8_TENSORWISE, ComputePath
 from .fp8_linear import dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, quantize_rows, weight_only_linear
 from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
 from .low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, pays_in_epilogue
+from .row_quantize import quantize_activation_rows
 from .small_m_linear import small_m_linear_op, use_small_m_kernel
 
 
@@ -51,8 +52,10 @@ def linear_for(compute_path: ComputePath, input_activation=None):
 
     fused_op = gelu_quantize_rows_op() if compute_path.gelu_quantize_kernel else None
 
-    def gelu_quantize(x2d):
-        return fused_op(x2d) if fused_op is not None and x2d.is_cuda else gelu_quantize_rows(x2d)
+    def gelu_quantize(x):
+        if fused_op is not None and x.is_cuda:
+            return fused_op(x.reshape(-1, x.shape[-1]))
+        return gelu_quantize_rows(x)
     fused = _low_rank_added(partial(fp8_linear_rowwise, quantize=gelu_quantize), activation=gelu_tanh)
 
     def gelu_linear(x, weight_fp8, weight_scale, bias, low_rank=None):
@@ -69,8 +72,8 @@ def _few_rows(x):
 def _linear_for(compute_path: ComputePath):
     quantize_activations, dequantize_weights = quantize_rows, dequantize
     if compute_path.triton_kernels:
-        from .triton_kernels import dequantize_triton, quantize_rows_triton
-        quantize_activations = _eager_cuda_or(quantize_rows_triton, quantize_rows)
+        from .triton_kernels import dequantize_triton
+        quantize_activations = quantize_activation_rows
         dequantize_weights = _eager_cuda_or(dequantize_triton, dequantize)
     if compute_path.name == FP8_ROWWISE:
         in_gemm = (partial(fp8_linear_rowwise_low_rank, quantize=quantize_activations, gemm=fp8_gemm_low_rank_op())

@@ -1,43 +1,16 @@
 """Single-pass Triton kernels for eager CUDA. torch's own ops take several passes over memory
 (abs-max, divide, cast; or cast, multiply) and cost as much as the GEMM they feed. Under
-torch.compile the plain-torch versions in fp8_linear.py are used: Inductor fuses them itself;
-except GELU + quantization before an MLP's fc2 and a block's layer norm + modulation + quantization,
-which Inductor does in several passes over each row and which run here in both modes
-(gelu_quantize.py, norm_quantize.py)."""
+torch.compile the plain-torch versions in fp8_linear.py are used where Inductor fuses them in one
+pass itself; the row-wise quantizations of rows wider than its one-pass limit, GELU + quantization
+before an MLP's fc2 and a block's layer norm + modulation + quantization, which Inductor does in
+several passes over each row, run here in both modes (row_quantize.py, gelu_quantize.py,
+norm_quantize.py)."""
 import torch
 import triton
 import triton.language as tl
 
 from ..scales import FP8_DTYPE, FP8_MAX, MIN_SCALE
 from .opaque_op import launch_directly
-
-
-@triton.jit
-def _quantize_rows_kernel(x_ptr, out_ptr, scale_ptr, n_cols, x_row_stride,
-                          FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, BLOCK: tl.constexpr):
-    # One program per row: the row is read once and stays in registers for the abs-max.
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK)
-    mask = cols < n_cols
-    x = tl.load(x_ptr + row * x_row_stride + cols, mask=mask, other=0.0).to(tl.float32)
-    scale = tl.maximum(tl.max(tl.abs(x), axis=0) / FP8_MAX, MIN_SCALE)
-    q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX)
-    tl.store(out_ptr + row * n_cols + cols, q.to(out_ptr.dtype.element_ty), mask=mask)
-    tl.store(scale_ptr + row, scale)
-
-
-def quantize_rows_triton(x2d: torch.Tensor):
-    """Same result as fp8_linear.quantize_rows, for a CUDA tensor."""
-    rows, cols = x2d.shape
-    if x2d.stride(1) != 1:
-        x2d = x2d.contiguous()
-    out = torch.empty((rows, cols), device=x2d.device, dtype=FP8_DTYPE)
-    scale = torch.empty((rows, 1), device=x2d.device, dtype=torch.float32)
-    block = triton.next_power_of_2(cols)
-    _quantize_rows_kernel[(rows,)](x2d, out, scale, cols, x2d.stride(0), FP8_MAX=FP8_MAX,
-                                   MIN_SCALE=MIN_SCALE, BLOCK=block,
-                                   num_warps=max(4, min(16, block // 512)))
-    return out, scale
 
 
 @triton.jit
@@ -253,17 +226,67 @@ def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_p
 # Elements of x one program of the norm kernel holds, in 4 warps. On an H200, 2 x 4096 tokens of
 # SD3.5 Medium (1536 columns): one row a program in 8 warps 25.9 us; in 4 warps, 4 rows 16.2 us and
 # 8 rows 16.3 and 20.9 us in two runs; Large (2432): 39.8 us against 32.4 and 32.6 us with 4 rows.
-# 8 warps were slower at 1, 2, 4 and 8 rows, both sizes.
-_NORM_TILE_ELEMENTS = 16384
+# 8 warps were slower at 1, 2, 4 and 8 rows, both sizes. The quantization kernel, the same loads
+# without the norm, takes the same layout (not timed on its own).
+_ROW_TILE_ELEMENTS = 16384
 
 
-def _rows_per_program(tokens, cols):
-    """The most rows, a power of two dividing tokens (so a program's rows share one sample's shift
-    and scale), whose elements fit _NORM_TILE_ELEMENTS; at least one."""
+def _rows_per_program(rows_in_all, cols):
+    """The most rows, a power of two dividing rows_in_all (so no program runs past the end), whose
+    elements fit _ROW_TILE_ELEMENTS; at least one."""
     rows = 1
-    while 2 * rows * cols <= _NORM_TILE_ELEMENTS and tokens % (2 * rows) == 0:
+    while 2 * rows * cols <= _ROW_TILE_ELEMENTS and rows_in_all % (2 * rows) == 0:
         rows *= 2
     return rows
+
+
+@triton.jit
+def _quantize_rows_kernel(x_ptr, out_ptr, scale_ptr, n_cols, tokens, x_batch_stride, x_token_stride,
+                          FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, ROWS: tl.constexpr, HEAD: tl.constexpr,
+                          TAIL: tl.constexpr):
+    # ROWS rows per program, held in registers as a power-of-two head and a masked power-of-two tail
+    # (TAIL 0: none): each row read once, from wherever it lies (a token of a slice of the joint
+    # attention's output, whose batch stride is not tokens * row), written once as FP8.
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    starts = (rows // tokens) * x_batch_stride + (rows % tokens) * x_token_stride
+    head = tl.arange(0, HEAD)
+    x = tl.load(x_ptr + starts[:, None] + head[None, :]).to(tl.float32)
+    absmax = tl.max(tl.abs(x), axis=1)
+    if TAIL > 0:
+        tail = HEAD + tl.arange(0, TAIL)
+        tail_inside = tail < n_cols
+        x_tail = tl.load(x_ptr + starts[:, None] + tail[None, :], mask=tail_inside[None, :], other=0.0).to(tl.float32)
+        absmax = tl.maximum(absmax, tl.max(tl.abs(x_tail), axis=1))
+    scale = tl.maximum(absmax / FP8_MAX, MIN_SCALE)
+    out_rows = out_ptr + rows[:, None] * n_cols
+    tl.store(out_rows + head[None, :], tl.clamp(x / scale[:, None], -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty))
+    if TAIL > 0:
+        tl.store(out_rows + tail[None, :], tl.clamp(x_tail / scale[:, None], -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty),
+                 mask=tail_inside[None, :])
+    tl.store(scale_ptr + rows, scale)
+
+
+def quantize_rows_triton(x: torch.Tensor, wrap=launch_directly):
+    """Same result as fp8_linear.quantize_rows, for a CUDA tensor x (..., cols): fp8 values (rows, cols)
+    and fp32 scales (rows, 1). Rows are read where they lie as long as the last dimension is
+    contiguous: no copy of a slice of the tokens. wrap: the kernel's launcher
+    (torch.library.wrap_triton inside a triton_op)."""
+    cols = x.shape[-1]
+    x3d = x.reshape(-1, x.shape[-2], cols) if x.dim() > 2 else x.reshape(1, -1, cols)
+    if x3d.stride(2) != 1:
+        x3d = x3d.contiguous()
+    batch, tokens, _ = x3d.shape
+    rows = batch * tokens
+    out = torch.empty((rows, cols), device=x.device, dtype=FP8_DTYPE)
+    scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
+    rows_per_program = _rows_per_program(rows, cols)
+    head, tail = _head_and_tail(cols)
+    # rows as wide as an MLP's hidden layer: 8 warps, the GELU kernel's measured best at 6144-9728 columns
+    num_warps = 8 if head + tail > 4096 else 4
+    wrap(_quantize_rows_kernel)[(rows // rows_per_program,)](
+        x3d, out, scale, cols, tokens, x3d.stride(0), x3d.stride(1), FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE,
+        ROWS=rows_per_program, HEAD=head, TAIL=tail, num_warps=num_warps)
+    return out, scale
 
 
 def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
@@ -279,6 +302,7 @@ def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tenso
     shift, scale = (t if t.stride(1) == 1 else t.contiguous() for t in (shift, scale))
     out = torch.empty((rows, cols), device=x.device, dtype=FP8_DTYPE)
     out_scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
+    # rows of one sample per program: they share its shift and scale
     rows_per_program = _rows_per_program(tokens, cols)
     head, tail = _head_and_tail(cols)
     wrap(_layer_norm_modulate_quantize_rows_kernel)[(rows // rows_per_program,)](

@@ -32,9 +32,9 @@ def test_kernel_matches_reference(channels):
     assert (fp8_steps_apart(x_fp8, reference) > 0).float().mean() <= 1e-3
 
 
-def sample_one_step(model, warm_up=False):
-    """One euler step of ComfyUI's own sampling with CFG (64 image tokens), and how often the kernel
-    ran in it; warm_up: after a first, uncounted run (which compiles)."""
+def sample_one_step(model, warm_up=False, kernel=KERNEL):
+    """One euler step of ComfyUI's own sampling with CFG (64 image tokens), and how often `kernel` ran
+    in it; warm_up: after a first, uncounted run (which compiles)."""
     import comfy.sample
     noise = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
 
@@ -48,7 +48,7 @@ def sample_one_step(model, warm_up=False):
         latent = run()
         torch.cuda.synchronize()
     # compiled code launches the kernel under its own name with a suffix
-    return latent.float(), sum(1 for event in profile.events() if event.name.startswith(KERNEL))
+    return latent.float(), sum(1 for event in profile.events() if event.name.startswith(kernel))
 
 
 def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
