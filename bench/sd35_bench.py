@@ -42,9 +42,12 @@ VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", 
 # as before nodes/qk_norm.py; ours FP8 with ComfyUI's transposed image tokens, as before
 # nodes/token_layout.py; ours FP8 with ComfyUI's attention backend order, as before
 # nodes/attention_backend.py; ours FP8 with ComfyUI's blocks, as before nodes/block_norm_quantize.py;
-# ours FP8 with the conditioning copied to the GPU at every step, as before nodes/conditioning_on_device.py.
+# ours FP8 with the conditioning copied to the GPU at every step, as before nodes/conditioning_on_device.py;
+# ours FP8 with every activation quantization under torch.compile left to Inductor, as before
+# quant/kernels/row_quantize.py.
 AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens",
-               "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks", "ours_fp8_conditioning_per_step")
+               "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks", "ours_fp8_conditioning_per_step",
+               "ours_fp8_inductor_quantize")
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 CFG, SAMPLER = 4.5, "euler"
@@ -138,6 +141,28 @@ def custom_ops_in_eager():
         yield
     finally:
         OpaqueToCompile.__call__ = direct
+
+
+@contextmanager
+def inductor_quantizes_every_row():
+    """Under torch.compile every activation quantization is Inductor's, however wide its rows (the
+    variant ours_fp8_inductor_quantize); eager calls keep the kernel."""
+    from sd35_fp8.quant.kernels import row_quantize
+    one_pass_cols = row_quantize.INDUCTOR_ONE_PASS_COLS
+    row_quantize.INDUCTOR_ONE_PASS_COLS = sys.maxsize
+    try:
+        yield
+    finally:
+        row_quantize.INDUCTOR_ONE_PASS_COLS = one_pass_cols
+
+
+def variant_context(variant):
+    """What a variant changes for as long as it runs, beyond the model it builds."""
+    if variant == "ours_fp8_custom_ops":
+        return custom_ops_in_eager()
+    if variant == "ours_fp8_inductor_quantize":
+        return inductor_quantizes_every_row()
+    return nullcontext()
 
 
 def synchronize():
@@ -385,7 +410,7 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.model}_{args.weights}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}.json"
     for variant, mode in dict.fromkeys(runs):
-        with custom_ops_in_eager() if variant == "ours_fp8_custom_ops" else nullcontext():
+        with variant_context(variant):
             run["results"].append(run_variant(variant, mode, weights, args, positive, negative, references))
         path.write_text(json.dumps(run, indent=1))  # after each variant: a run cut short keeps what it measured
     print("wrote", path)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bench.sd35_bench import conditioning, custom_ops_in_eager, sample
+from bench.sd35_bench import conditioning, custom_ops_in_eager, sample, variant_context
 from devtools.built_again import built_again
 from devtools.comfy_host import import_comfy_in_process
 from devtools.tiny_sd3 import mmdit_state_dict
@@ -39,6 +39,19 @@ def test_the_ab_switch_sends_eager_calls_through_the_custom_op_while_on():
     with custom_ops_in_eager(), pytest.raises(NotImplementedError):
         doubled(x)
     assert torch.equal(doubled(x), x * 2)
+
+
+def test_the_ab_switch_leaves_compiled_activation_quantization_to_inductor_while_on(monkeypatch):
+    import pack_import  # noqa: F401  (the pack as `sd35_fp8`, as the benchmark imports it)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from sd35_fp8.quant.kernels.row_quantize import compiled_code_launches_kernels, kernel_takes
+    with FakeTensorMode():
+        medium_rows = torch.empty(8, 1536, dtype=torch.bfloat16, device="cuda")
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert kernel_takes(medium_rows) == compiled_code_launches_kernels()
+    with variant_context("ours_fp8_inductor_quantize"):
+        assert not kernel_takes(medium_rows)
+    assert kernel_takes(medium_rows) == compiled_code_launches_kernels()
 
 
 @pytest.mark.parametrize("variant", ["stock_default", "ours_fp8"])
