@@ -17,7 +17,8 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "st
           "ours_fp8_comfy_attention": "ours FP8 matmul, ComfyUI's attention backend order",
           "ours_fp8_comfy_blocks": "ours FP8 matmul, ComfyUI's blocks (norm, modulation, quantization apart)",
           "ours_fp8_conditioning_per_step": "ours FP8 matmul, conditioning copied to the GPU at every step",
-          "ours_fp8_inductor_quantize": "ours FP8 matmul, compiled activation quantization all Inductor's"}
+          "ours_fp8_inductor_quantize": "ours FP8 matmul, compiled activation quantization all Inductor's",
+          "ours_fp8_comfy_cast": "ours FP8 matmul, ComfyUI's weight cast on every call"}
 # runs before the thirteenth session waited for the GPU at every step and timed the host up to that wait
 HOST_COLUMN = {"synchronized": "host s/step to queue it", "cuda_events": "host s/step"}
 # the chart's bars: every variant of a full run (the A/B variants run only when named)

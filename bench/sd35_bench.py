@@ -44,10 +44,11 @@ VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", 
 # nodes/attention_backend.py; ours FP8 with ComfyUI's blocks, as before nodes/block_norm_quantize.py;
 # ours FP8 with the conditioning copied to the GPU at every step, as before nodes/conditioning_on_device.py;
 # ours FP8 with every activation quantization under torch.compile left to Inductor, as before
-# quant/kernels/row_quantize.py.
+# quant/kernels/row_quantize.py; ours FP8 with ComfyUI's cast of the stored weight on every call, as before
+# nodes/comfy_versions.py `_stored_as_is`.
 AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens",
                "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks", "ours_fp8_conditioning_per_step",
-               "ours_fp8_inductor_quantize")
+               "ours_fp8_inductor_quantize", "ours_fp8_comfy_cast")
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 CFG, SAMPLER = 4.5, "euler"
@@ -156,12 +157,27 @@ def inductor_quantizes_every_row():
         row_quantize.INDUCTOR_ONE_PASS_COLS = one_pass_cols
 
 
+@contextmanager
+def comfyui_casts_every_weight():
+    """Every call of an FP8 linear takes its stored weight through ComfyUI's cast, resident or not (the
+    variant ours_fp8_comfy_cast)."""
+    from sd35_fp8.nodes import comfy_versions
+    stored_as_is = comfy_versions._stored_as_is
+    comfy_versions._stored_as_is = lambda layer, input: False
+    try:
+        yield
+    finally:
+        comfy_versions._stored_as_is = stored_as_is
+
+
 def variant_context(variant):
     """What a variant changes for as long as it runs, beyond the model it builds."""
     if variant == "ours_fp8_custom_ops":
         return custom_ops_in_eager()
     if variant == "ours_fp8_inductor_quantize":
         return inductor_quantizes_every_row()
+    if variant == "ours_fp8_comfy_cast":
+        return comfyui_casts_every_weight()
     return nullcontext()
 
 

@@ -54,6 +54,23 @@ def test_the_ab_switch_leaves_compiled_activation_quantization_to_inductor_while
     assert kernel_takes(medium_rows) == compiled_code_launches_kernels()
 
 
+def test_the_ab_switch_sends_every_weight_through_comfyuis_cast_while_on(monkeypatch):
+    import_comfy_in_process()
+    from devtools.fp8_layer import fp8_linear
+    from sd35_fp8.nodes import comfy_versions
+    from sd35_fp8.quant.kernels.compute_path import WEIGHT_ONLY, ComputePath
+    layer = fp8_linear(ComputePath(WEIGHT_ONLY, "test"), torch.randn(16, 16), torch.zeros(16).bfloat16())
+    casts = []
+    comfyui_cast = comfy_versions.cast_bias_weight
+    monkeypatch.setattr(comfy_versions, "cast_bias_weight", lambda *args, **kwargs: casts.append(1) or comfyui_cast(*args, **kwargs))
+    x = torch.randn(2, 16, dtype=torch.bfloat16)
+    layer(x)
+    with variant_context("ours_fp8_comfy_cast"):
+        layer(x)
+    layer(x)
+    assert casts == [1]
+
+
 @pytest.mark.parametrize("variant", ["stock_default", "ours_fp8"])
 def test_models_can_be_built_again_as_torch_compile_model_asks_under_dynamic_vram(variant):
     """ComfyUI 0.33's TorchCompileModel compiles a copy built outside DynamicVRAM through the loader's
