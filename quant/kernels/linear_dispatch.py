@@ -8,7 +8,7 @@ from .compute_path import FP8_ROWWISE, FP8_TENSORWISE, ComputePath
 from .fp8_linear import dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, quantize_rows, weight_only_linear
 from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
 from .low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, pays_in_epilogue
-from .row_quantize import quantize_activation_rows
+from .row_quantize import activation_rows_quantizer
 from .small_m_linear import small_m_linear_op, use_small_m_kernel
 
 
@@ -73,7 +73,7 @@ def _linear_for(compute_path: ComputePath):
     quantize_activations, dequantize_weights = quantize_rows, dequantize
     if compute_path.triton_kernels:
         from .triton_kernels import dequantize_triton
-        quantize_activations = quantize_activation_rows
+        quantize_activations = activation_rows_quantizer()
         dequantize_weights = _eager_cuda_or(dequantize_triton, dequantize)
     if compute_path.name == FP8_ROWWISE:
         in_gemm = (partial(fp8_linear_rowwise_low_rank, quantize=quantize_activations, gemm=fp8_gemm_low_rank_op())

@@ -60,9 +60,14 @@ def kernel_takes(x: torch.Tensor) -> bool:
     return compiled_code_launches_kernels() and x.shape[-1] > INDUCTOR_ONE_PASS_COLS
 
 
-def quantize_activation_rows(x: torch.Tensor):
+def activation_rows_quantizer():
     """x (..., cols) -> (fp8 values (rows, cols), fp32 scales (rows, 1)): the kernel where kernel_takes(x),
-    fp8_linear.quantize_rows elsewhere (the CPU, and where Inductor's own fusion reads a row once)."""
-    if kernel_takes(x):
-        return quantize_rows_op()(x)
-    return quantize_rows(x)
+    fp8_linear.quantize_rows elsewhere (the CPU, and where Inductor's own fusion reads a row once). Take
+    it outside compiled code, which then calls it: it registers the op now."""
+    op = quantize_rows_op()
+
+    def quantize(x):
+        if kernel_takes(x):
+            return op(x)
+        return quantize_rows(x)
+    return quantize

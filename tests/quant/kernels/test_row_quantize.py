@@ -1,7 +1,7 @@
 """Row-wise FP8 quantization of a linear's input in one pass: the Triton kernel run on the CPU by
 Triton's interpreter against the reference, on rows where they lie (a slice of a joint sequence's
-tokens); which rows take it eager and under torch.compile; and what torch.compile traces a
-row-wise FP8 linear into (fake CUDA tensors: tests/gpu runs the kernel compiled)."""
+tokens); and what torch.compile traces a row-wise FP8 linear into, on fake CUDA tensors (tests/gpu
+runs the kernel compiled)."""
 import pytest
 import torch
 
@@ -64,15 +64,33 @@ def _fake_cuda(*shape, dtype=torch.bfloat16):
     return torch.empty(*shape, dtype=dtype, device="cuda")
 
 
-def test_kernel_takes_cuda_rows_eager_and_wide_rows_compiled(monkeypatch):
+@pytest.mark.parametrize("cols, takes_op", [(1536, True), (512, False)])
+def test_compiled_linear_traces_whole_with_the_op_on_wide_rows(cols, takes_op):
+    # torch.compile's Dynamo traces a row-wise FP8 linear on a slice of a joint attention's output
+    # (fake CUDA tensors: no GPU here) in one graph, no break: 1536 columns (SD3.5 Medium's width) as
+    # a call of the op, 512 as Inductor's own math.
+    pytest.importorskip("triton", reason="Triton is not installed")
+    if not row_quantize.compiled_code_launches_kernels():
+        pytest.skip("torch < 2.6 has no triton_op: compiled code keeps Inductor's quantization there")
     from torch._subclasses.fake_tensor import FakeTensorMode
-    assert not row_quantize.kernel_takes(torch.empty(8, 4096))
-    with FakeTensorMode():
-        wide, narrow = _fake_cuda(8, row_quantize.INDUCTOR_ONE_PASS_COLS + 1), _fake_cuda(8, 1024)
-    assert row_quantize.kernel_takes(wide) and row_quantize.kernel_takes(narrow)
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert not row_quantize.kernel_takes(narrow)
-    assert row_quantize.kernel_takes(wide) == row_quantize.compiled_code_launches_kernels()
+
+    from sd35_fp8.quant.kernels.linear_dispatch import linear_for
+    linear = linear_for(ComputePath(FP8_ROWWISE, "test", triton_kernels=True))
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    proj = torch.compile(lambda attention, *layer: linear(attention[:, 154:], *layer), backend=record, fullgraph=True)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        proj(_fake_cuda(2, 4250, cols), _fake_cuda(cols, cols, dtype=torch.float8_e4m3fn),
+             _fake_cuda(cols, 1, dtype=torch.float32), _fake_cuda(cols))
+    targets = [str(node.target) for node in graphs[0].graph.nodes if node.op in ("call_function", "call_method")]
+    assert any("_scaled_mm" in target for target in targets), graphs[0].code
+    assert any("sd35_fp8.quantize_rows" in target for target in targets) == takes_op, graphs[0].code
+    assert any("amax" in target for target in targets) != takes_op, graphs[0].code
 
 
 @pytest.mark.parametrize("cols, launched", [(1536, True), (512, False)])
