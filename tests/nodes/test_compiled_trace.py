@@ -1,6 +1,7 @@
-"""The FP8 MMDiT as the loader builds it for a GPU with FP8 tensor cores, traced by torch.compile's
-Dynamo on fake CUDA tensors (no GPU here): one graph, no break, with each of our Triton kernels in it
-as its op, which compiled code launches itself. A break costs a compiled step host time at every call,
+"""The FP8 MMDiT as the loader builds it for a GPU with FP8 tensor cores, without and with a LoRA
+(through ComfyUI's ModelPatcher), traced by torch.compile's Dynamo on fake CUDA tensors (no GPU here):
+one graph, no break, with each of our Triton kernels in it as its op, which compiled code launches
+itself. A break costs a compiled step host time at every call,
 and compiled code that calls into Python (tests/gpu runs the compiled model). The trace runs in a
 fresh Python: Dynamo's shape environments keep the fake weights alive after it, where later tests count
 the fp8 tensors left behind (test_formats_loading.py)."""
@@ -35,12 +36,25 @@ row_quantize.INDUCTOR_ONE_PASS_COLS = 64
 weights = mmdit_state_dict("medium", depth=2, prefix="")
 model, _, _ = model_loading.build_fp8_model(iter(weights.items()), len(weights), sum(t.numel() for t in weights.values()),
                                             "tiny", "tiny", POLICIES["fp8_default"])
+if {lora}:  # rank 8 on block 0's image-stream qkv, kept beside its FP8 weight
+    import comfy.weight_adapter
+    qkv = model.model.diffusion_model.joint_blocks[0].x_block.attn.qkv
+    lora = comfy.weight_adapter.LoRAAdapter(set(), (torch.randn(qkv.weight.shape[0], 8) * 0.05,
+                                                   torch.randn(8, qkv.weight.shape[1]) * 0.05, None, None, None, None))
+    model = model.clone()
+    model.add_patches({{"diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": lora}}, 1.0)
+    model.patch_model()
+    assert qkv.weight.sd35_low_rank is not None
 diffusion_model = model.model.diffusion_model
 with FakeTensorMode(allow_non_fake_inputs=True):
     for module in diffusion_model.modules():  # every weight as a fake CUDA tensor of its shape and dtype
         for name, parameter in list(module._parameters.items()):
             if parameter is not None:
-                module._parameters[name] = torch.nn.Parameter(torch.empty_like(parameter, device="cuda"), requires_grad=False)
+                fake = torch.nn.Parameter(torch.empty_like(parameter, device="cuda"), requires_grad=False)
+                low_rank = getattr(parameter, "sd35_low_rank", None)
+                if low_rank is not None:
+                    fake.sd35_low_rank = type(low_rank)(*(torch.empty_like(t, device="cuda") for t in low_rank))
+                module._parameters[name] = fake
         for name, buffer in list(module._buffers.items()):
             if buffer is not None:
                 module._buffers[name] = torch.empty_like(buffer, device="cuda")
@@ -54,13 +68,15 @@ with open({path!r}, "w") as out:
 """
 
 
-def test_the_fp8_model_compiles_to_one_graph_with_our_kernels(tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_fp8_model_compiles_to_one_graph_with_our_kernels(tmp_path, lora):
     pytest.importorskip("triton", reason="Triton is not installed")
     import torch
     if not hasattr(torch.library, "triton_op"):
         pytest.skip("torch < 2.6 has no triton_op: compiled code calls our kernels through opaque ops there")
     path = tmp_path / "trace.json"
-    subprocess.run([sys.executable, "-c", _TRACE.format(path=str(path))], cwd=REPO, check=True, timeout=600)
+    subprocess.run([sys.executable, "-c", _TRACE.format(path=str(path), lora=lora)], cwd=REPO, check=True, timeout=600)
     trace = json.loads(path.read_text())
     assert trace["graphs"] == 1 and not trace["breaks"], trace["breaks"]
-    assert OUR_OPS <= set(trace["called"]), trace["called"]
+    # the LoRA'd qkv: Inductor's norm, then our quantization, and the LoRA inside our GEMM's epilogue
+    assert OUR_OPS | ({"sd35_fp8.fp8_gemm_low_rank.default"} if lora else set()) <= set(trace["called"]), trace["called"]
