@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager, nullcontext
+from unittest import mock
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", 
 # ours FP8 with the conditioning copied to the GPU at every step, as before nodes/conditioning_on_device.py;
 # ours FP8 with every activation quantization under torch.compile left to Inductor, as before
 # quant/kernels/row_quantize.py; ours FP8 with ComfyUI's cast of the stored weight on every call, as before
-# nodes/comfy_versions.py `_stored_as_is`.
+# nodes/comfy_versions.py `_as_stored`.
 AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens",
                "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks", "ours_fp8_conditioning_per_step",
                "ours_fp8_inductor_quantize", "ours_fp8_comfy_cast")
@@ -144,40 +145,16 @@ def custom_ops_in_eager():
         OpaqueToCompile.__call__ = direct
 
 
-@contextmanager
-def inductor_quantizes_every_row():
-    """Under torch.compile every activation quantization is Inductor's, however wide its rows (the
-    variant ours_fp8_inductor_quantize); eager calls keep the kernel."""
-    from sd35_fp8.quant.kernels import row_quantize
-    one_pass_cols = row_quantize.INDUCTOR_ONE_PASS_COLS
-    row_quantize.INDUCTOR_ONE_PASS_COLS = sys.maxsize
-    try:
-        yield
-    finally:
-        row_quantize.INDUCTOR_ONE_PASS_COLS = one_pass_cols
-
-
-@contextmanager
-def comfyui_casts_every_weight():
-    """Every call of an FP8 linear takes its stored weight through ComfyUI's cast, resident or not (the
-    variant ours_fp8_comfy_cast)."""
-    from sd35_fp8.nodes import comfy_versions
-    stored_as_is = comfy_versions._stored_as_is
-    comfy_versions._stored_as_is = lambda layer, input: False
-    try:
-        yield
-    finally:
-        comfy_versions._stored_as_is = stored_as_is
-
-
 def variant_context(variant):
     """What a variant changes for as long as it runs, beyond the model it builds."""
     if variant == "ours_fp8_custom_ops":
         return custom_ops_in_eager()
-    if variant == "ours_fp8_inductor_quantize":
-        return inductor_quantizes_every_row()
-    if variant == "ours_fp8_comfy_cast":
-        return comfyui_casts_every_weight()
+    if variant == "ours_fp8_inductor_quantize":  # every width left to Inductor under torch.compile
+        from sd35_fp8.quant.kernels import row_quantize
+        return mock.patch.object(row_quantize, "INDUCTOR_ONE_PASS_COLS", sys.maxsize)
+    if variant == "ours_fp8_comfy_cast":  # ComfyUI's cast of every stored weight, resident or not
+        from sd35_fp8.nodes import comfy_versions
+        return mock.patch.object(comfy_versions, "_as_stored", lambda layer, input: None)
     return nullcontext()
 
 

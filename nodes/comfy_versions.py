@@ -143,9 +143,9 @@ def _set_instance_attribute(layer, name, value):
 def cast_stored_weight(layer, input):
     """(weight: the stored fp8 tensor on input's device, with merged into it only a LoRA that cannot
     stay beside it; bias in input's dtype; offload state for comfy.ops.uncast_bias_weight)."""
-    if _stored_as_is(layer, input):
-        bias = layer.bias
-        return layer.weight, None if bias is None else bias.to(input.dtype), None
+    as_stored = _as_stored(layer, input)
+    if as_stored is not None:
+        return (*as_stored, None)
     _own_lowvram_patches(layer)
     requant = {"compute_dtype": input.dtype, "want_requant": True} if _CAST_REQUANT_ARGS else {}
     with _side_paths_hidden(layer):
@@ -153,16 +153,18 @@ def cast_stored_weight(layer, input):
                                 **requant)
 
 
-def _stored_as_is(layer, input):
-    """Whether ComfyUI's cast would hand back the stored weight itself and the bias in input's dtype, with
+def _as_stored(layer, input):
+    """(the stored weight, the bias in input's dtype) where ComfyUI's cast would hand back just that, with
     nothing to undo (every version): eager, both on input's device, no patch applied per call, not staged
-    by 0.33's DynamicVRAM (its `_v`). Its cast costs host time on every call of every layer even then
-    (ComfyUI 0.33 on an H200's host: 10.5 us of ours' 92.7 us a call, bench/results/host_cost_033.json),
-    and eager steps of ours are bound by the host."""
+    by 0.33's DynamicVRAM (its `_v`); None elsewhere. Its cast costs host time on every call of every
+    layer even then (ComfyUI 0.33 on an H200's host: 10.5 us of ours' 92.7 us a call,
+    bench/results/host_cost_033.json), and eager steps of ours are bound by the host."""
     weight, bias = layer.weight, layer.bias
-    return (not torch.compiler.is_compiling() and weight.device == input.device
-            and (bias is None or bias.device == input.device) and not layer.weight_function
-            and not layer.bias_function and "_v" not in layer.__dict__ and _lowvram_function(layer) is None)
+    if (torch.compiler.is_compiling() or weight.device != input.device
+            or (bias is not None and bias.device != input.device) or layer.weight_function
+            or layer.bias_function or "_v" in layer.__dict__ or _lowvram_function(layer) is not None):
+        return None
+    return weight, None if bias is None else bias.to(input.dtype)
 
 
 def has_weight_patches(layer):

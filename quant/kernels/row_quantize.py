@@ -6,8 +6,8 @@ Eager, torch's own ops take three passes (abs-max, divide, cast): the Triton ker
 the plain-torch math of fp8_linear.quantize_rows with whatever produced the input, in one pass where
 a row has at most INDUCTOR_ONE_PASS_COLS values; wider rows, SD3.5's 1536 (Medium) and 2432 (Large)
 among them, it splits into a looped reduction that reads each row twice, once for the abs-max and
-once to cast: the attention output's quantization before each proj took 1.06 ms of a compiled
-Medium step with CUDA graphs on an H200 and 1.9 ms of a Large one (bench/results/
+once to cast: the attention output's quantization before each proj took about 1.0 ms of a
+compiled Medium step with CUDA graphs on an H200 and 2.0 ms of a Large one (bench/results/
 speed_graphs14_033_*_gaussian.json). Those rows take the kernel under torch.compile too, registered
 as the custom op `sd35_fp8::quantize_rows` when first asked for, which compiled code launches itself
 (opaque_op.py). The attention output arrives as a slice of the joint sequence's tokens: the kernel
