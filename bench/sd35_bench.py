@@ -46,10 +46,11 @@ VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", 
 # ours FP8 with the conditioning copied to the GPU at every step, as before nodes/conditioning_on_device.py;
 # ours FP8 with every activation quantization under torch.compile left to Inductor, as before
 # quant/kernels/row_quantize.py; ours FP8 with ComfyUI's cast of the stored weight on every call, as before
-# nodes/comfy_versions.py `_as_stored`.
+# nodes/comfy_versions.py `_as_stored`; ours FP8 with torch._scaled_mm promoting its partial sums, as before
+# quant/kernels/fp8_linear.py `FAST_ACCUMULATION`.
 AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens",
                "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks", "ours_fp8_conditioning_per_step",
-               "ours_fp8_inductor_quantize", "ours_fp8_comfy_cast")
+               "ours_fp8_inductor_quantize", "ours_fp8_comfy_cast", "ours_fp8_promoted_accum")
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 CFG, SAMPLER = 4.5, "euler"
@@ -155,6 +156,9 @@ def variant_context(variant):
     if variant == "ours_fp8_comfy_cast":  # ComfyUI's cast of every stored weight, resident or not
         from sd35_fp8.nodes import comfy_versions
         return mock.patch.object(comfy_versions, "_as_stored", lambda layer, input: None)
+    if variant == "ours_fp8_promoted_accum":
+        from sd35_fp8.quant.kernels import fp8_linear
+        return mock.patch.object(fp8_linear, "FAST_ACCUMULATION", False)
     return nullcontext()
 
 

@@ -10,6 +10,12 @@ import torch.nn.functional as F
 
 from ..scales import absmax_scale, quantize_with_scale
 
+# Hopper's FP8 tensor cores accumulate in fewer bits than fp32 unless the GEMM promotes its partial sums
+# every few steps of K, which costs the GEMM about a tenth of its rate at SD3.5's shapes; the sums' own
+# rounding stays far below the inputs' FP8 rounding there (bench/results/fast_accum.json). Triton's FP8
+# dot on Hopper accumulates the same way by default (quant/kernels/triton_low_rank_gemm.py).
+FAST_ACCUMULATION = True
+
 
 def quantize_rows(x: torch.Tensor):
     """x (..., cols) -> (x_fp8 (rows, cols), row_scale (rows, 1) fp32)."""
@@ -61,7 +67,8 @@ def fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype):
     x_scale (rows, 1); output (rows, out) in out_dtype."""
     out_features = weight_fp8.shape[0]
     w_scale = scale_per_output(weight_scale, out_features).view(1, out_features)
-    return torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=w_scale, bias=bias, out_dtype=out_dtype)
+    return torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=w_scale, bias=bias, out_dtype=out_dtype,
+                            use_fast_accum=FAST_ACCUMULATION)
 
 
 def fp8_linear_tensorwise(x, weight_fp8, weight_scale, bias):
@@ -70,7 +77,8 @@ def fp8_linear_tensorwise(x, weight_fp8, weight_scale, bias):
     x2d = x.reshape(-1, x.shape[-1])
     x_fp8, x_scale = quantize_tensorwise(x2d)
     one = torch.ones((), device=x.device, dtype=torch.float32)
-    out = torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=one, out_dtype=torch.float32)
+    out = torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=one, out_dtype=torch.float32,
+                           use_fast_accum=FAST_ACCUMULATION)
     out = out * weight_scale.float().reshape(1, -1)
     if bias is not None:
         out = out + bias.float()

@@ -106,3 +106,16 @@ def test_host_waits_names_the_longest_runtime_calls_and_the_innermost_op_around_
     assert waits["by_call_ms"] == {"cudaMemcpyAsync": {"ms": 0.06, "calls": 2}, "cudaGraphLaunch": {"ms": 0.03, "calls": 1}}
     assert waits["longest"] == [{"ms": 0.06, "call": "cudaMemcpyAsync", "inside": "aten::copy_"},
                                 {"ms": 0.03, "call": "cudaGraphLaunch", "inside": "graph"}]
+
+
+def test_the_ab_switch_turns_fast_accumulation_off_while_on(monkeypatch):
+    from sd35_fp8.quant.kernels import fp8_linear
+    calls = []
+    monkeypatch.setattr(torch, "_scaled_mm", lambda *args, **kwargs: calls.append(kwargs["use_fast_accum"]))
+    operands = (torch.zeros(2, 16, dtype=torch.float8_e4m3fn), torch.ones(2, 1), torch.zeros(4, 16, dtype=torch.float8_e4m3fn),
+                torch.ones(4, 1), None, torch.bfloat16)
+    fp8_linear.fp8_rows_matmul(*operands)
+    with variant_context("ours_fp8_promoted_accum"):
+        fp8_linear.fp8_rows_matmul(*operands)
+    fp8_linear.fp8_rows_matmul(*operands)
+    assert calls == [True, False, True]
