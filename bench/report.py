@@ -18,7 +18,8 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "st
           "ours_fp8_comfy_blocks": "ours FP8 matmul, ComfyUI's blocks (norm, modulation, quantization apart)",
           "ours_fp8_conditioning_per_step": "ours FP8 matmul, conditioning copied to the GPU at every step",
           "ours_fp8_inductor_quantize": "ours FP8 matmul, compiled activation quantization all Inductor's",
-          "ours_fp8_comfy_cast": "ours FP8 matmul, ComfyUI's weight cast on every call"}
+          "ours_fp8_comfy_cast": "ours FP8 matmul, ComfyUI's weight cast on every call",
+          "ours_fp8_promoted_accum": "ours FP8 matmul, torch._scaled_mm promoting its partial sums"}
 # runs before the thirteenth session waited for the GPU at every step and timed the host up to that wait
 HOST_COLUMN = {"synchronized": "host s/step to queue it", "cuda_events": "host s/step"}
 # the chart's bars: every variant of a full run (the A/B variants run only when named)
@@ -193,6 +194,23 @@ def speed_targets(runs, heading="Speed against stock's best (issue 11)", accurac
     return "\n".join(lines) + "\n"
 
 
+def fast_accum_table(run):
+    """bench/fast_accum.py's run: the FP8 GEMM with the partial sums promoted (as before) and with fast
+    accumulation, time and error."""
+    lines = [f"## FP8 GEMM accumulation at SD3.5's shapes, {run['device']}, torch {run['torch']}", "",
+             "torch._scaled_mm with row-wise scales, GPU time (CUDA graph replay) and relative error against the "
+             "float64 product of the same FP8 inputs (the accumulation's own error) and of the unquantized inputs "
+             "(the layer's whole FP8 error). `python bench/fast_accum.py --out bench/results/fast_accum.json`.", "",
+             *table_head("model", "layer (rows x in -> out)", "promoted ms", "fast ms", "fast / promoted",
+                         "accumulation error, promoted / fast", "whole error, promoted / fast")]
+    for row in run["rows"]:
+        lines.append(f"| {row['model']} | {row['shape']} ({row['M']} x {row['K']} -> {row['N']}) | {row['promoted_ms']:.4f} | "
+                     f"{row['fast_ms']:.4f} | {row['fast_over_promoted']:.3f} | {row['promoted_error_vs_fp8_inputs']:.4f} / "
+                     f"{row['fast_error_vs_fp8_inputs']:.4f} | {row['promoted_error_vs_unquantized']:.4f} / "
+                     f"{row['fast_error_vs_unquantized']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
 def chart(large, compiled_runs, medium, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -257,7 +275,19 @@ def build(results_md: Path, chart_png: Path):
     graphs14_runs = runs_per_model("speed_graphs14_033_{model}_gaussian.json")
     graphs14_one_row = runs_per_model("speed_graphs14_033_{model}_gaussian_one_row_kernel.json")
     eager14_runs = runs_per_model("speed_eager14_033_{model}_gaussian.json")
-    sections = [header, *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
+    # eighteenth session: torch._scaled_mm with fast accumulation; compiled (ours with CUDA graphs) and eager
+    graphs18_runs = runs_per_model("speed_graphs18_033_{model}_gaussian.json")
+    eager18_runs = runs_per_model("speed_eager18_033_{model}_gaussian.json")
+    sections = [header,
+                *([speed_targets(graphs18_runs, "Speed against stock's best, eighteenth session, compiled, ours with "
+                                                "CUDA graphs and fast FP8 accumulation (8 steps; CUDA-event step times; "
+                                                "speed only)", accuracy=False,
+                                 ours_modes={"compiled": "cuda_graphs"})] if graphs18_runs else []),
+                *([speed_targets(eager18_runs, "Speed against stock's best, eighteenth session, eager, fast FP8 "
+                                               "accumulation (8 steps; CUDA-event step times; speed only)",
+                                 accuracy=False)] if eager18_runs else []),
+                *([fast_accum_table(load("fast_accum.json"))] if (RESULTS / "fast_accum.json").exists() else []),
+                *([speed_targets(speed_runs)] if "Large" in speed_runs else []),
                 *([speed_targets(eager_runs, "Eager speed against stock's best, sixth session (8 steps; speed only)",
                                  accuracy=False)] if "Large" in eager_runs else []),
                 *([speed_targets(ab_runs, "Eager speed against stock's best, seventh session (8 steps; speed only)",
@@ -332,6 +362,13 @@ def build(results_md: Path, chart_png: Path):
                   for model, run in graphs14_one_row.items()),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, fourteenth session (ComfyUI 0.33.0, 8 steps)")
                   for model, run in eager14_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, eighteenth session: stock TorchCompileModel "
+                                 "against ours with CUDA graphs and fast FP8 accumulation (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in graphs18_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, eighteenth session: fast FP8 accumulation "
+                                 "(Large: against the promoted accumulation of before, both profiled) (ComfyUI 0.33.0, "
+                                 "8 steps)")
+                  for model, run in eager18_runs.items()),
                 kernel_table(kernels)]
     # written by bench/image_compare.py on the GPU; until it has run there, no such table
     if (RESULTS / "image_compare.json").exists():
