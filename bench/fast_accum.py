@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 from devtools.numerics import relative_error  # noqa: E402
+from sd35_fp8.quant.kernels.fp8_linear import scale_per_output  # noqa: E402
 from sd35_fp8.quant.kernels.triton_kernels import quantize_rows_triton  # noqa: E402
 from sd35_fp8.quant.scales import quantize_weight  # noqa: E402
 
@@ -38,7 +39,7 @@ def main():
         weight = torch.randn(n, k, device="cuda", dtype=torch.bfloat16, generator=generator) * k ** -0.5
         weight_fp8, scale = quantize_weight(weight)
         x_fp8, x_scale = quantize_rows_triton(x)
-        w_scale = scale.reshape(1, n).float().contiguous()
+        w_scale = scale_per_output(scale, n).view(1, n)
         exact_inputs = (x_fp8.double() * x_scale.double()) @ (weight_fp8.double() * w_scale.double().t()).t()
         unquantized = x.double() @ weight.double().t()
         row = {"model": model, "shape": name, "M": m, "K": k, "N": n}
