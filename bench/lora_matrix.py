@@ -137,16 +137,35 @@ def lora_added_after_gemm():
     """Ours FP8 built as before the LoRA moved into the FP8 GEMM's epilogue: added to
     torch._scaled_mm's output with one addmm_ (the variant ours_fp8_lora_after, an A/B in one process)."""
     from sd35_fp8.quant.kernels import linear_dispatch
-    from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise
+    from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise, fp8_rows_matmul
 
     def added_after(x, weight_fp8, weight_scale, bias, low_rank, quantize, gemm):
         return low_rank.add_to(fp8_linear_rowwise(x, weight_fp8, weight_scale, bias, quantize=quantize), x)
-    in_gemm = linear_dispatch.fp8_linear_rowwise_low_rank
-    linear_dispatch.fp8_linear_rowwise_low_rank = added_after
+
+    def added_after_rows(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up, gemm):
+        return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, low.dtype).addmm_(low, up.t())
+    in_gemm = linear_dispatch.fp8_linear_rowwise_low_rank, linear_dispatch.fp8_rows_matmul_low_rank
+    linear_dispatch.fp8_linear_rowwise_low_rank, linear_dispatch.fp8_rows_matmul_low_rank = added_after, added_after_rows
     try:
         yield
     finally:
-        linear_dispatch.fp8_linear_rowwise_low_rank = in_gemm
+        linear_dispatch.fp8_linear_rowwise_low_rank, linear_dispatch.fp8_rows_matmul_low_rank = in_gemm
+
+
+def lora_leaves_one_pass_blocks(model):
+    """Ours FP8 as before a LoRA'd layer took its input as FP8 rows (the variant ours_fp8_lora_unfused, an
+    A/B in one process): a layer with a LoRA or another weight patch took no FP8 rows, so its input went
+    through ComfyUI's unfused norm and modulation, and a LoRA on qkv sent its whole block back to
+    ComfyUI's methods. Changes the model's own Linear class (nodes/ops.py make_fp8_ops makes one per model)."""
+    from sd35_fp8.nodes.ops import FP8Linear
+    linear = next(type(m) for m in model.model.modules() if isinstance(m, FP8Linear))
+    takes_fp8_rows = linear.takes_fp8_rows
+
+    def unless_patched(layer, x):
+        patched = (getattr(layer.weight, "sd35_low_rank", None) is not None or len(layer.weight_function) > 0
+                   or layer.__dict__.get("weight_lowvram_function") is not None)
+        return not patched and takes_fp8_rows(layer, x)
+    linear.takes_fp8_rows = unless_patched
 
 
 def _add_round(cell, again, latent, latents):
@@ -177,7 +196,9 @@ def run_variant(variant, weights, loras, args, positive, negative, references, c
     started = time.perf_counter()
     lora_after = variant == "ours_fp8_lora_after"
     with lora_added_after_gemm() if lora_after else nullcontext():
-        base = build("ours_fp8" if lora_after else variant, weights)
+        base = build("ours_fp8" if variant in ("ours_fp8_lora_after", "ours_fp8_lora_unfused") else variant, weights)
+    if variant == "ours_fp8_lora_unfused":
+        lora_leaves_one_pass_blocks(base)
     load_s = round(time.perf_counter() - started, 1)
     if compiled:
         # under DynamicVRAM the node compiles a copy outside it, built again through build()'s reload
@@ -225,7 +246,9 @@ def main():
     parser.add_argument("--vram-cap-gib", type=float, default=0, help="ComfyUI's --reserve-vram leaving this much")
     parser.add_argument("--variants", help="comma-separated variants instead of the run's default set; "
                         "ours_fp8_compiled is ours FP8 through TorchCompileModel's compile, without and with a LoRA; "
-                        "ours_fp8_lora_after adds the LoRA after the FP8 GEMM instead of in its epilogue")
+                        "ours_fp8_lora_after adds the LoRA after the FP8 GEMM instead of in its epilogue; "
+                        "ours_fp8_lora_unfused sends LoRA'd layers through ComfyUI's unfused norms, as before they "
+                        "took FP8 rows")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)

@@ -167,13 +167,6 @@ def _as_stored(layer, input):
     return weight, None if bias is None else bias.to(input.dtype)
 
 
-def has_weight_patches(layer):
-    """Whether a LoRA or another patch applies to layer's weight in this call: one kept beside it, or a
-    per-call patch (low VRAM, DynamicVRAM)."""
-    return (getattr(layer.weight, "sd35_low_rank", None) is not None or len(layer.weight_function) > 0
-            or _lowvram_function(layer) is not None)
-
-
 def lora_side_path(layer, weight):
     """The low-rank LoRA of this call (quant.low_rank.LowRank) or None; weight: what
     cast_stored_weight returned."""

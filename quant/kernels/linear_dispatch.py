@@ -5,9 +5,11 @@ from functools import partial
 import torch
 
 from .compute_path import FP8_ROWWISE, FP8_TENSORWISE, ComputePath
-from .fp8_linear import dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, quantize_rows, weight_only_linear
+from .fp8_linear import (dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, fp8_rows_matmul, quantize_rows,
+                         weight_only_linear)
 from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
-from .low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, pays_in_epilogue
+from .low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, fp8_rows_matmul_low_rank, pays_in_epilogue
+from .low_rank_rows import fp8_rows_down_op
 from .row_quantize import activation_rows_quantizer
 from .small_m_linear import small_m_linear_op, use_small_m_kernel
 
@@ -98,3 +100,24 @@ def _linear_for(compute_path: ComputePath):
             return small_m_linear(x, weight_fp8, weight_scale, bias, low_rank)
         return many_rows(x, weight_fp8, weight_scale, bias, low_rank)
     return linear
+
+
+def fp8_rows_linear_for(compute_path: ComputePath):
+    """The model's linear for inputs already quantized to FP8 rows, on the row-wise FP8 path with Triton
+    kernels (CUDA): (x_fp8 (rows, in), x_scale (rows, 1), fp8 weight, scale, bias, out_dtype,
+    low_rank=None) -> output (rows, out) in out_dtype; low_rank as for linear_for, its down projection
+    taken from the FP8 rows (low_rank_rows.py)."""
+    if compute_path.name != FP8_ROWWISE or not compute_path.triton_kernels:
+        raise ValueError(f"FP8 rows need the row-wise FP8 path with Triton kernels, not {compute_path}")
+    down_projection = fp8_rows_down_op()
+    in_gemm = partial(fp8_rows_matmul_low_rank, gemm=fp8_gemm_low_rank_op())
+
+    def rows_linear(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype, low_rank=None):
+        if low_rank is None:
+            return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype)
+        up, down = low_rank.factors_in(out_dtype)
+        low = down_projection(x_fp8, x_scale, down)
+        if pays_in_epilogue(weight_fp8):
+            return in_gemm(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up)
+        return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype).addmm_(low, up.t())
+    return rows_linear

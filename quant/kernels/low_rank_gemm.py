@@ -81,10 +81,16 @@ def fp8_linear_rowwise_low_rank(x, weight_fp8, weight_scale, bias, low_rank, qua
     x2d = x.reshape(-1, x.shape[-1])
     x_fp8, x_scale = quantize(x2d)
     up, down = low_rank.factors_in(x.dtype)
-    low = x2d @ down.t()
+    out = fp8_rows_matmul_low_rank(x_fp8, x_scale, weight_fp8, weight_scale, bias, x2d @ down.t(), up, gemm)
+    return out.reshape(*x.shape[:-1], weight_fp8.shape[0])
+
+
+def fp8_rows_matmul_low_rank(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up, gemm):
+    """The GEMM of fp8_linear_rowwise_low_rank on activations already quantized: x_fp8 (rows, in) with
+    x_scale (rows, 1); low: the LoRA's down projection of those activations (rows, rank) in the output
+    dtype; up: its up factor (out, rank). Output (rows, out)."""
     padding = gemm_rank(up.shape[1]) - up.shape[1]
     if padding:
         low, up = F.pad(low, (0, padding)), F.pad(up, (0, padding))
     out_features = weight_fp8.shape[0]
-    out = gemm(x_fp8, x_scale, weight_fp8, scale_per_output(weight_scale, out_features), bias, low, up)
-    return out.reshape(*x.shape[:-1], out_features)
+    return gemm(x_fp8, x_scale, weight_fp8, scale_per_output(weight_scale, out_features), bias, low, up)

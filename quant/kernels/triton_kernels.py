@@ -310,3 +310,42 @@ def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tenso
         FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROWS=rows_per_program, HEAD=head, TAIL=tail, num_warps=4)
     return out, out_scale
 
+
+
+@triton.jit
+def _fp8_rows_down_kernel(x_ptr, x_scale_ptr, down_ptr, out_ptr, n_rows, n_cols, rank, RANK: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    # BLOCK_M rows per program against the whole (rank, cols) down factor, which stays in L2: the
+    # FP8 rows are read once. RANK: rank padded to tl.dot's smallest size, the padding loaded as zeros.
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows_inside = rows < n_rows
+    ranks = tl.arange(0, RANK)
+    ranks_inside = ranks < rank
+    acc = tl.zeros((BLOCK_M, RANK), dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_K):
+        cols = start + tl.arange(0, BLOCK_K)
+        cols_inside = cols < n_cols
+        x = tl.load(x_ptr + rows[:, None] * n_cols + cols[None, :], mask=rows_inside[:, None] & cols_inside[None, :],
+                    other=0.0)
+        down = tl.load(down_ptr + ranks[None, :] * n_cols + cols[:, None],
+                       mask=cols_inside[:, None] & ranks_inside[None, :], other=0.0)
+        # fp8 -> fp16/bf16 is exact, so the products are exact and the sums fp32.
+        acc = tl.dot(x.to(tl.float32).to(down.dtype), down, acc)
+    row_scale = tl.load(x_scale_ptr + rows, mask=rows_inside, other=0.0)
+    tl.store(out_ptr + rows[:, None] * rank + ranks[None, :], (acc * row_scale[:, None]).to(out_ptr.dtype.element_ty),
+             mask=rows_inside[:, None] & ranks_inside[None, :])
+
+
+def fp8_rows_down_triton(x_fp8: torch.Tensor, x_scale: torch.Tensor, down: torch.Tensor, wrap=launch_directly):
+    """Same result as low_rank_rows.fp8_rows_down, for CUDA tensors: (x_fp8 * x_scale) @ down.T in down's
+    dtype (fp16 or bf16), x_fp8 (rows, cols) and x_scale (rows, 1) contiguous, down (rank, cols). One read
+    of the FP8 rows. wrap: the kernel's launcher (torch.library.wrap_triton inside a triton_op)."""
+    rows, cols = x_fp8.shape
+    rank = down.shape[0]
+    down = down.contiguous()
+    out = torch.empty((rows, rank), device=x_fp8.device, dtype=down.dtype)
+    block_m = 32
+    wrap(_fp8_rows_down_kernel)[(triton.cdiv(rows, block_m),)](
+        x_fp8, x_scale, down, out, rows, cols, rank, RANK=max(16, triton.next_power_of_2(rank)), BLOCK_M=block_m,
+        BLOCK_K=128, num_warps=4)
+    return out

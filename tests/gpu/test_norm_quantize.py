@@ -17,6 +17,10 @@ KERNEL = "_layer_norm_modulate_quantize_rows_kernel"
 # tiny Medium: block 0 with its second self-attention (qkv, qkv2 and fc1 on the image stream; qkv and fc1
 # on the context stream), block 1 (image: qkv, fc1; context pre-only: qkv)
 FUSED_PER_FORWARD = 3 + 2 + 2 + 1
+# a LoRA's down projection from the FP8 rows (quant/kernels/low_rank_rows.py)
+LORA_KERNEL = "_fp8_rows_down_kernel"
+# devtools/random_lora.py's LoRA on every joint block's qkv and fc1: all of the above but qkv2
+LORA_LAYERS_PER_FORWARD = FUSED_PER_FORWARD - 1
 
 
 @pytest.mark.parametrize("channels", [2432, 1536])  # Large, Medium
@@ -51,6 +55,20 @@ def sample_one_step(model, warm_up=False, kernel=KERNEL):
     return latent.float(), sum(1 for event in profile.events() if event.name.startswith(kernel))
 
 
+def sample_with_comfys_blocks(model):
+    """sample_one_step with the model's blocks running ComfyUI's own methods for the call."""
+    from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock
+    from sd35_fp8.nodes.block_norm_quantize import NormQuantizeBlock
+    blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, DismantledBlock)]
+    for block in blocks:
+        block.__class__ = DismantledBlock
+    try:
+        return sample_one_step(model)
+    finally:
+        for block in blocks:
+            block.__class__ = NormQuantizeBlock
+
+
 def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
     import nodes
     from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock
@@ -60,13 +78,7 @@ def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
     fused, calls = sample_one_step(model)
     # cond and uncond in one batch: one forward, or two where ComfyUI splits them
     assert calls in (FUSED_PER_FORWARD, 2 * FUSED_PER_FORWARD)
-    for block in blocks:
-        block.__class__ = DismantledBlock
-    try:
-        comfys, comfys_calls = sample_one_step(model)
-    finally:
-        for block in blocks:
-            block.__class__ = NormQuantizeBlock
+    comfys, comfys_calls = sample_with_comfys_blocks(model)
     assert comfys_calls == 0
     # the same file through stock ComfyUI's loader, unquantized: the reference both are held to
     reference, _ = sample_one_step(nodes.UNETLoader().load_unet("tiny_medium.safetensors", "default")[0])
@@ -76,6 +88,32 @@ def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
     # The same math, where ComfyUI's blocks round the normalized and modulated values to bf16 before
     # quantizing them, so some land on the other fp8 step (0.027 apart on an H200): no further from
     # the unquantized model than ComfyUI's blocks are, up to that rounding noise.
+    assert fused_error <= 1.25 * comfys_error
+
+
+def test_a_lora_keeps_the_one_pass_blocks(model):
+    """With a LoRA beside qkv's and fc1's FP8 weights, the blocks still take their input from the one-pass
+    kernel, the LoRA its down projection from the same FP8 rows; no further from the unquantized model with
+    the same LoRA than ComfyUI's blocks are (which quantize the LoRA'd layers' input apart)."""
+    import comfy.sd
+    import nodes
+    from devtools.random_lora import random_lora
+    lora = random_lora(model.model.diffusion_model.state_dict(), seed=int(torch.randint(0, 10**6, ())), std=0.08)
+    with_lora = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]
+    fused, calls = sample_one_step(with_lora)
+    _, down_calls = sample_one_step(with_lora, kernel=LORA_KERNEL)
+    assert calls in (FUSED_PER_FORWARD, 2 * FUSED_PER_FORWARD)
+    assert down_calls in (LORA_LAYERS_PER_FORWARD, 2 * LORA_LAYERS_PER_FORWARD)
+    comfys, comfys_calls = sample_with_comfys_blocks(with_lora)
+    assert comfys_calls == 0
+    stock = nodes.UNETLoader().load_unet("tiny_medium.safetensors", "default")[0]
+    reference, _ = sample_one_step(comfy.sd.load_lora_for_models(stock, None, lora, 1.0, 0)[0])
+    lora_effect = relative_error(reference, sample_one_step(stock)[0])
+    fused_error, comfys_error = relative_error(fused, reference), relative_error(comfys, reference)
+    print(f"with a LoRA (effect {lora_effect:.4f}) against the unquantized model with it: one pass "
+          f"{fused_error:.5f}, ComfyUI's blocks {comfys_error:.5f}")
+    assert lora_effect > 0.05, "the LoRA must change the output clearly"
+    # as in test_sampling_runs_the_kernel_before_every_qkv_and_fc1; a LoRA left out would land near lora_effect
     assert fused_error <= 1.25 * comfys_error
 
 

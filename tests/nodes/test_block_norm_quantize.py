@@ -5,6 +5,7 @@ self-attention). tests/gpu/test_norm_quantize.py runs the one-pass path."""
 import pytest
 import torch
 
+from devtools.numerics import relative_error
 from devtools.tiny_sd3 import write_diffusion_model
 from tests.nodes.test_loaders import load_diffusion_model, mmdit_output, random_inputs
 
@@ -25,3 +26,19 @@ def test_blocks_run_comfyuis_methods_where_no_layer_takes_fp8_rows(pack, models_
     assert all(type(block) is NormQuantizeBlock for block in blocks)
     assert torch.equal(mmdit_output(model, inputs), comfys)
     assert any(block.x_block_self_attn for block in blocks) == (variant == "medium")
+
+
+def test_a_layer_hands_its_fp8_rows_to_its_models_linear(pack):
+    """The row-wise FP8 path's layer calls the model's FP8-rows linear with the rows themselves (a plain
+    function kept on the layer class would be bound to the layer). torch._scaled_mm runs on this CPU."""
+    from sd35_fp8.nodes.ops import make_fp8_ops
+    from sd35_fp8.quant.kernels.compute_path import FP8_ROWWISE, ComputePath
+    from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
+    from sd35_fp8.quant.scales import quantize_weight
+    layer = make_fp8_ops(ComputePath(FP8_ROWWISE, "test", triton_kernels=True), torch.bfloat16).Linear(64, 48)
+    x = torch.randn(32, 64)
+    weight = torch.randn(48, 64) * 64 ** -0.5
+    weight_fp8, weight_scale = quantize_weight(weight)
+    out = layer.fp8_rows_linear(*quantize_rows(x), weight_fp8, weight_scale, None, torch.bfloat16)
+    assert out.shape == (32, 48) and out.dtype == torch.bfloat16
+    assert relative_error(out, x @ weight.t()) <= 0.06

@@ -1,0 +1,63 @@
+"""A LoRA's down projection from FP8 rows on a real GPU: the Triton kernel at SD3.5's sizes against the
+reference, and its op through torch's checks. CI has no GPU: every test here skips there
+(tests/quant/kernels/test_low_rank_rows.py runs the kernel under Triton's interpreter;
+tests/gpu/test_norm_quantize.py runs it inside the model)."""
+import pytest
+import torch
+
+from devtools.numerics import relative_error
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+    reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9); CI has no GPU")
+
+
+def fp8_rows(rows, cols):
+    from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
+    return quantize_rows(torch.randn(rows, cols, device="cuda") * torch.rand(rows, 1, device="cuda") * 10)
+
+
+# 2 x 4096 tokens of Large and Medium; a LoRA's usual ranks; a partial block of rows
+@pytest.mark.parametrize("rows, cols, rank", [(8192, 2432, 16), (8192, 1536, 32), (8192, 2432, 4), (154, 2432, 16)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernel_matches_reference(rows, cols, rank, dtype):
+    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_down
+    from sd35_fp8.quant.kernels.triton_kernels import fp8_rows_down_triton
+    x_fp8, x_scale = fp8_rows(rows, cols)
+    down = (torch.randn(rank, cols, device="cuda") * 0.02).to(dtype)
+    low = fp8_rows_down_triton(x_fp8, x_scale, down)
+    assert low.shape == (rows, rank) and low.dtype == dtype
+    # the same exact products, fp32 sums in another order: the output's rounding apart
+    assert relative_error(low, fp8_rows_down(x_fp8, x_scale, down)) <= 2 ** -8
+
+
+def test_the_custom_op_passes_torchs_checks():
+    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_down_op
+    x_fp8, x_scale = fp8_rows(300, 1536)
+    # not test_schema: it runs the op under a mode that multiplies its inputs, which fp8 tensors do not support
+    torch.library.opcheck(fp8_rows_down_op().op, (x_fp8, x_scale, torch.randn(16, 1536, device="cuda").bfloat16()),
+                          test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+# SD3.5 Large's x qkv (the LoRA in the GEMM's epilogue) and fc2's shape (added after the GEMM)
+@pytest.mark.parametrize("out_features, in_features", [(7296, 2432), (2432, 9728)])
+def test_the_rows_linear_with_a_lora_gives_the_patched_layer(out_features, in_features):
+    from sd35_fp8.quant.kernels.compute_path import FP8_ROWWISE, ComputePath
+    from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
+    from sd35_fp8.quant.kernels.linear_dispatch import fp8_rows_linear_for
+    from sd35_fp8.quant.kernels.low_rank import LowRank
+    from sd35_fp8.quant.scales import quantize_weight
+    from tests.quant.kernels.test_fp8_linear import FP8_MATMUL_BOUND
+    x = torch.randn(8192, in_features, device="cuda")
+    weight = torch.randn(out_features, in_features, device="cuda") * in_features ** -0.5
+    bias = torch.randn(out_features, device="cuda") * 0.1
+    up, down = (torch.randn(out_features, 16, device="cuda") * 0.03, torch.randn(16, in_features, device="cuda") * 0.03)
+    weight_fp8, weight_scale = quantize_weight(weight)
+    x_fp8, x_scale = quantize_rows(x)
+    rows_linear = fp8_rows_linear_for(ComputePath(FP8_ROWWISE, "test", triton_kernels=True))
+    args = (x_fp8, x_scale, weight_fp8, weight_scale, bias.bfloat16(), torch.bfloat16)
+    with_lora = rows_linear(*args, LowRank(up.bfloat16(), down.bfloat16()))
+    patched = x.double() @ (weight + up @ down).double().t() + bias.double()
+    assert with_lora.shape == (8192, out_features) and with_lora.dtype == torch.bfloat16
+    assert relative_error(with_lora, patched) <= FP8_MATMUL_BOUND
+    assert relative_error(rows_linear(*args), patched) > 0.1, "the LoRA must change the output clearly"

@@ -1,0 +1,52 @@
+"""A LoRA's down projection taken from FP8 rows (quant/kernels/low_rank_rows.py): the reference against
+the unquantized input's projection, and the Triton kernel run on the CPU by Triton's interpreter against
+the reference (tests/gpu/test_low_rank_rows.py runs it compiled, at SD3.5's sizes and inside the model)."""
+import pytest
+import torch
+
+from devtools.numerics import relative_error
+from devtools.triton_interpreter import run_interpreted
+from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
+from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_down
+
+# e4m3's 3-bit mantissa: about 2.5% in L2 over a row (tests/quant/kernels/test_fp8_linear.py)
+ROW_QUANTIZATION_BOUND = 0.03
+
+
+def test_reference_is_the_projection_of_the_rows_the_fp8_weight_sees():
+    x = torch.randn(300, 200) * torch.rand(300, 1) * 10
+    down = (torch.randn(16, 200) * 0.05).bfloat16()
+    x_fp8, x_scale = quantize_rows(x)
+    low = fp8_rows_down(x_fp8, x_scale, down)
+    assert low.shape == (300, 16) and low.dtype == torch.bfloat16
+    exact = (x_fp8.double() * x_scale.double()) @ down.double().t()
+    assert relative_error(low, exact) <= 2 ** -8  # bf16 output rounding only
+    assert relative_error(low, x.double() @ down.double().t()) <= ROW_QUANTIZATION_BOUND
+
+
+_INTERPRETED = """
+import pack_import, torch
+from devtools.triton_interpreter import use_torch_fp8_rounding
+from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
+from sd35_fp8.quant.kernels.triton_kernels import fp8_rows_down_triton
+use_torch_fp8_rounding()
+torch.manual_seed(0)
+runs = []
+# ragged rows and columns (edges of every block); ranks below, at and above tl.dot's 16
+for rows, cols, rank in ((70, 200, 16), (33, 128, 4), (40, 300, 32)):
+    x_fp8, x_scale = quantize_rows(torch.randn(rows, cols) * torch.rand(rows, 1) * 10)
+    # fp16: the interpreter's tl.dot multiplies bf16 tensors' raw bits (numpy has no bf16); tests/gpu runs bf16
+    down = (torch.randn(rank, cols) * 0.05).half()
+    runs.append((x_fp8, x_scale, down, fp8_rows_down_triton(x_fp8, x_scale, down)))
+torch.save(runs, {path!r})
+"""
+
+
+def test_interpreted_kernel_matches_reference(tmp_path):
+    pytest.importorskip("triton", reason="Triton is not installed")
+    path = tmp_path / "runs.pt"
+    run_interpreted(_INTERPRETED.format(path=str(path)), timeout=300)
+    for x_fp8, x_scale, down, low in torch.load(path):
+        assert low.shape == (x_fp8.shape[0], down.shape[0]) and low.dtype == down.dtype
+        # the same fp32 sums up to their order: fp16 output rounding (2^-11 relative) apart
+        assert relative_error(low, fp8_rows_down(x_fp8, x_scale, down)) <= 2 ** -10
