@@ -16,7 +16,12 @@ except ModuleNotFoundError:
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ours_fp8": "ours FP8 matmul",
-          "ours_weight_only": "ours weight-only"}
+          "ours_weight_only": "ours weight-only",
+          "ours_fp8_lora_unfused": "ours FP8 matmul, LoRA'd layers off the one-pass blocks (as before the nineteenth session)"}
+# The tables measured with the code as it stands (nineteenth session); the criteria count these. The
+# others ran older code (analysis_lora.md says which) and are listed after them.
+CURRENT_TABLES = ("lora_0375.json", "lora_033_no_DynamicVRAM.json", "lora_033_no_DynamicVRAM_cap8.json",
+                  "lora_033_DynamicVRAM.json", "lora_033_DynamicVRAM_cap8.json", "lora_033_DynamicVRAM_profiled19.json")
 # The criteria of the LoRA issue, for this pack's variants
 ERROR_GROWTH, LORA_COST = 0.01, 0.05
 
@@ -150,12 +155,17 @@ def server_section(server):
 
 def lora_results():
     """The LoRA section of the results page, as markdown."""
-    runs = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("lora_*.json")) if path.name != "lora_server.json"]
+    current = [json.loads((RESULTS / name).read_text()) for name in CURRENT_TABLES]
+    earlier = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("lora_*.json"))
+               if path.name != "lora_server.json" and path.name not in CURRENT_TABLES]
     server = json.loads((RESULTS / "lora_server.json").read_text())
     sections = ["## LoRA, offloading and DynamicVRAM (the LoRA issue)\n",
-                (BENCH / "analysis_lora.md").read_text(), "\n### The criteria, over the tables below\n", verdicts(runs),
-                "\n" + server_section(server)]
-    sections += ["\n" + matrix_table(run) for run in runs]
+                (BENCH / "analysis_lora.md").read_text(),
+                "\n### The criteria, over the tables measured with the current code (the first six below)\n",
+                verdicts(current), "\n" + server_section(server)]
+    sections += ["\n" + matrix_table(run) for run in current]
+    sections += ["\n## Earlier tables, older code (analysis_lora.md says which)\n"]
+    sections += ["\n" + matrix_table(run) for run in earlier]
     return "\n".join(sections)
 
 

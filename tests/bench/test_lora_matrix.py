@@ -21,3 +21,22 @@ def test_each_step_is_summarized_on_its_own():
     for step in steps:
         assert set(step) == {"gpu_ms", "htod_copies", "htod_ms", "top"}
         assert step["gpu_ms"] >= 0 and step["htod_copies"] >= 0
+
+
+def test_the_ab_switch_keeps_layers_with_a_lora_off_the_one_pass_blocks(monkeypatch):
+    from types import SimpleNamespace
+    from bench.lora_matrix import lora_leaves_one_pass_blocks
+    from devtools.comfy_host import import_comfy_in_process
+    import_comfy_in_process()
+    from devtools.fp8_layer import fp8_linear
+    from sd35_fp8.quant.kernels.compute_path import FP8_ROWWISE, ComputePath
+    from sd35_fp8.quant.kernels.low_rank import LowRank
+    layer = fp8_linear(ComputePath(FP8_ROWWISE, "test", triton_kernels=True), torch.randn(16, 16),
+                        torch.zeros(16).bfloat16())
+    # stands for a CUDA input of many rows, which this CPU has not
+    monkeypatch.setattr(type(layer), "takes_fp8_rows", lambda self, x: True)
+    x = torch.randn(2, 16, dtype=torch.bfloat16)
+    lora_leaves_one_pass_blocks(SimpleNamespace(model=torch.nn.Sequential(layer)))
+    assert layer.takes_fp8_rows(x)
+    layer.weight.sd35_low_rank = LowRank(torch.randn(16, 4), torch.randn(4, 16))
+    assert not layer.takes_fp8_rows(x)
