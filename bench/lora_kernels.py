@@ -2,9 +2,10 @@
 with CFG: the FP8 linear alone, with the LoRA added after torch._scaled_mm (one addmm_ over the
 output), and with the LoRA in the epilogue of the Triton FP8 GEMM (quant/kernels/low_rank_gemm.py),
 each with its error against the patched layer in fp64 (wall times of the eager calls, launches
-included); and GPU times alone (CUDA graph replay) of the parts: cuBLAS's FP8 GEMM, the LoRA's
-down projection and addmm_, the Triton GEMMs with the LoRA in the epilogue (TMA loads and plain
-loads).
+included); and GPU times alone (CUDA graph replay) of the parts: cuBLAS's FP8 GEMM as the layers
+call it (fast accumulation, quant/kernels/fp8_linear.py), the LoRA's down projection from the bf16
+input and from the FP8 rows (quant/kernels/low_rank_rows.py, the one-pass blocks' path) and its
+addmm_, the Triton GEMMs with the LoRA in the epilogue (TMA loads and plain loads).
 
   python bench/lora_kernels.py --out bench/results/kernels_lora.json
 """
@@ -20,10 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 from devtools.numerics import relative_error  # noqa: E402
-from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise  # noqa: E402
+from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise, fp8_rows_matmul  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank import LowRank  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank  # noqa: E402
-from sd35_fp8.quant.kernels.triton_kernels import quantize_rows_triton  # noqa: E402
+from sd35_fp8.quant.kernels.triton_kernels import fp8_rows_down_triton, quantize_rows_triton  # noqa: E402
 from sd35_fp8.quant.kernels.triton_low_rank_gemm import (fp8_gemm_low_rank_tma_triton,  # noqa: E402
                                                          fp8_gemm_low_rank_triton)
 from sd35_fp8.quant.scales import quantize_weight  # noqa: E402
@@ -72,10 +73,9 @@ def main():
         w_scale = scale.reshape(-1).contiguous()
         low = x @ side.down.t()
         out = plain()
-        gpu = {"cublas_fp8_gemm": lambda: torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale,
-                                                           scale_b=w_scale.reshape(1, -1), bias=bias,
-                                                           out_dtype=torch.bfloat16),
+        gpu = {"cublas_fp8_gemm": lambda: fp8_rows_matmul(x_fp8, x_scale, weight_fp8, scale, bias, torch.bfloat16),
                "down_projection": lambda: x @ side.down.t(),
+               "down_from_fp8_rows": lambda: fp8_rows_down_triton(x_fp8, x_scale, side.down),
                "addmm_up": lambda: out.addmm_(low, side.up.t()),
                "triton_plain_loads": lambda: fp8_gemm_low_rank_triton(x_fp8, x_scale, weight_fp8, w_scale, bias,
                                                                        low, side.up),
