@@ -8,7 +8,8 @@ from .compute_path import FP8_ROWWISE, FP8_TENSORWISE, ComputePath
 from .fp8_linear import (dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, fp8_rows_matmul, quantize_rows,
                          weight_only_linear)
 from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
-from .low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, fp8_rows_matmul_low_rank, pays_in_epilogue
+from .low_rank_gemm import (fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, fp8_rows_matmul_low_rank,
+                            pays_in_epilogue)
 from .low_rank_rows import fp8_rows_down_op
 from .row_quantize import activation_rows_quantizer
 from .small_m_linear import small_m_linear_op, use_small_m_kernel
