@@ -31,7 +31,8 @@ def matrix_table(run):
     lines = [f"### ComfyUI {run['label']}{cap}", "",
              f"{run['device']}, torch {run['torch']}, ComfyUI {run['comfyui']} ({run.get('model_patcher') or 'ModelPatcherDynamic'}), {run['model']}, "
              f"{run['size']}x{run['size']}, CFG {run['cfg']} (batch {run['batch']}), {run['sampler']}, {run['steps']} steps, "
-             f"random rank-{run['lora_rank']} LoRAs on every qkv and fc1. `{run['command']}`", "",
+             f"random rank-{run['lora_rank']} LoRAs on every qkv and fc1. `{run['command']}`"
+             + (f" Note: {run['note']}." if run.get("note") else ""), "",
              *table_head("variant", "LoRA", "s/step", "LoRA cost", "latent error", "error - no-LoRA error",
                          "bit-equal to no LoRA", "device GiB in use", "GPU ms/step (profiled)",
                          "per round: s/step, host issue s/step, weights staged per step")]
