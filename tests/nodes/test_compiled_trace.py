@@ -78,5 +78,7 @@ def test_the_fp8_model_compiles_to_one_graph_with_our_kernels(tmp_path, lora):
     subprocess.run([sys.executable, "-c", _TRACE.format(path=str(path), lora=lora)], cwd=REPO, check=True, timeout=600)
     trace = json.loads(path.read_text())
     assert trace["graphs"] == 1 and not trace["breaks"], trace["breaks"]
-    # the LoRA'd qkv: Inductor's norm, then our quantization, and the LoRA inside our GEMM's epilogue
-    assert OUR_OPS | ({"sd35_fp8.fp8_gemm_low_rank.default"} if lora else set()) <= set(trace["called"]), trace["called"]
+    # the LoRA'd qkv: our one-pass norm kernel, the LoRA's down projection from its FP8 rows, and the LoRA
+    # inside our GEMM's epilogue
+    lora_ops = {"sd35_fp8.fp8_rows_down.default", "sd35_fp8.fp8_gemm_low_rank.default"} if lora else set()
+    assert OUR_OPS | lora_ops <= set(trace["called"]), trace["called"]
