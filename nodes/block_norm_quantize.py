@@ -8,9 +8,10 @@ computes `self.attn.pre_attention(modulate(self.norm1(x), shift, scale))` and
 and the quantizations of their results took about 9.8 ms and the gates' multiplies and adds 6.9 ms
 (bench/results/speed_ab10_033_large_gaussian.json). This block class computes the same through fewer
 passes where a layer can take FP8 rows (nodes/ops.py `FP8Linear.takes_fp8_rows`: many rows, with or
-without a LoRA beside its weight); everywhere else, ComfyUI's own methods. Under torch.compile too: Inductor's own fusion of the norm,
-modulation and quantization reads each row three times (quant/kernels/norm_quantize.py). Only the
-class of each block changes: its parameters, state dict and LoRA keys stay as they were.
+without a LoRA beside its weight); everywhere else, ComfyUI's own methods. Under torch.compile too:
+Inductor's own fusion of the norm, modulation and quantization reads each row three times
+(quant/kernels/norm_quantize.py). Only the class of each block changes: its parameters, state dict and
+LoRA keys stay as they were.
 """
 import torch
 from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock, Mlp, gate_cat, modulate, split_qkv
