@@ -5,7 +5,8 @@ each with its error against the patched layer in fp64 (wall times of the eager c
 included); and GPU times alone (CUDA graph replay) of the parts: cuBLAS's FP8 GEMM as the layers
 call it (fast accumulation, quant/kernels/fp8_linear.py), the LoRA's down projection from the bf16
 input and from the FP8 rows (quant/kernels/low_rank_rows.py, the one-pass blocks' path) and its
-addmm_, the Triton GEMMs with the LoRA in the epilogue (TMA loads and plain loads).
+addmm_, the Triton GEMMs with the LoRA in the epilogue (TMA loads and plain loads), and the LoRA as extra
+FP8 columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py: the rows extended, then the GEMM).
 
   python bench/lora_kernels.py --out bench/results/kernels_lora.json
 """
@@ -24,7 +25,9 @@ from devtools.numerics import relative_error  # noqa: E402
 from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise, fp8_rows_matmul  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank import LowRank  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank  # noqa: E402
-from sd35_fp8.quant.kernels.triton_kernels import fp8_rows_down_triton, quantize_rows_triton  # noqa: E402
+from sd35_fp8.quant.kernels.low_rank_columns import fp8_rows_matmul_rank_columns, rank_columns  # noqa: E402
+from sd35_fp8.quant.kernels.triton_kernels import (fp8_rows_columns_triton, fp8_rows_down_triton,  # noqa: E402
+                                                   quantize_rows_triton)
 from sd35_fp8.quant.kernels.triton_low_rank_gemm import (fp8_gemm_low_rank_tma_triton,  # noqa: E402
                                                          fp8_gemm_low_rank_triton)
 from sd35_fp8.quant.scales import quantize_weight  # noqa: E402
@@ -73,9 +76,14 @@ def main():
         w_scale = scale.reshape(-1).contiguous()
         low = x @ side.down.t()
         out = plain()
+        columns = rank_columns(side.up, side.down, scale)
+        x_ext = fp8_rows_columns_triton(x_fp8, side.down, columns.spread)
         gpu = {"cublas_fp8_gemm": lambda: fp8_rows_matmul(x_fp8, x_scale, weight_fp8, scale, bias, torch.bfloat16),
                "down_projection": lambda: x @ side.down.t(),
                "down_from_fp8_rows": lambda: fp8_rows_down_triton(x_fp8, x_scale, side.down),
+               "rows_with_lora_columns": lambda: fp8_rows_columns_triton(x_fp8, side.down, columns.spread),
+               "cublas_fp8_gemm_with_lora_columns": lambda: fp8_rows_matmul_rank_columns(
+                   x_ext, x_scale, weight_fp8, scale, bias, torch.bfloat16, columns),
                "addmm_up": lambda: out.addmm_(low, side.up.t()),
                "triton_plain_loads": lambda: fp8_gemm_low_rank_triton(x_fp8, x_scale, weight_fp8, w_scale, bias,
                                                                        low, side.up),

@@ -26,6 +26,7 @@ import time
 import traceback
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -40,6 +41,8 @@ from devtools.random_lora import random_lora  # noqa: E402
 from devtools.step_accounting import step_accounting  # noqa: E402
 from sd35_fp8.quant.reports.report import GIB  # noqa: E402
 
+# A/B variants of ours FP8 (the code before a change), built as ours_fp8 and then switched
+A_B_OF_OURS_FP8 = ("ours_fp8_lora_after", "ours_fp8_lora_unfused", "ours_fp8_lora_epilogue")
 STATES = (("none", ()), ("one LoRA", (("a", 1.0),)), ("two stacked", (("a", 1.0), ("b", 1.0))),
           ("strength changed", (("a", 0.5),)), ("LoRA removed", ()))
 
@@ -168,6 +171,13 @@ def lora_leaves_one_pass_blocks(model):
     linear.takes_fp8_rows = unless_patched
 
 
+def lora_in_epilogue():
+    """Ours FP8 with its LoRAs in the Triton GEMM's epilogue, as before they rode in cuBLAS's GEMM as extra
+    columns (the variant ours_fp8_lora_epilogue, an A/B in one process)."""
+    from sd35_fp8.quant.kernels import low_rank_columns
+    return mock.patch.object(low_rank_columns, "LORA_IN_RANK_COLUMNS", False)
+
+
 def _add_round(cell, again, latent, latents):
     """Folds a later round of the same LoRA state into its cell: s/step becomes the median of the
     rounds' medians (the host's speed drifts over minutes on the lent machines; rounds spread every
@@ -196,7 +206,7 @@ def run_variant(variant, weights, loras, args, positive, negative, references, c
     started = time.perf_counter()
     lora_after = variant == "ours_fp8_lora_after"
     with lora_added_after_gemm() if lora_after else nullcontext():
-        base = build("ours_fp8" if variant in ("ours_fp8_lora_after", "ours_fp8_lora_unfused") else variant, weights)
+        base = build("ours_fp8" if variant in A_B_OF_OURS_FP8 else variant, weights)
     if variant == "ours_fp8_lora_unfused":
         lora_leaves_one_pass_blocks(base)
     load_s = round(time.perf_counter() - started, 1)
@@ -248,7 +258,8 @@ def main():
                         "ours_fp8_compiled is ours FP8 through TorchCompileModel's compile, without and with a LoRA; "
                         "ours_fp8_lora_after adds the LoRA after the FP8 GEMM instead of in its epilogue; "
                         "ours_fp8_lora_unfused sends LoRA'd layers through ComfyUI's unfused norms, as before they "
-                        "took FP8 rows")
+                        "took FP8 rows; ours_fp8_lora_epilogue puts LoRAs in the Triton GEMM's epilogue instead of "
+                        "cuBLAS's GEMM")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
@@ -299,8 +310,9 @@ def main():
     (args.out / name).write_text(json.dumps(run, indent=1))
     for variant in (v for v in variants if v != "stock_default"):
         compiled = variant.endswith("_compiled")
-        run["results"] += run_variant(variant.removesuffix("_compiled"), weights, loras, args, positive, negative,
-                                      references, compiled=compiled)[0]
+        with lora_in_epilogue() if variant == "ours_fp8_lora_epilogue" else nullcontext():
+            run["results"] += run_variant(variant.removesuffix("_compiled"), weights, loras, args, positive, negative,
+                                          references, compiled=compiled)[0]
         (args.out / name).write_text(json.dumps(run, indent=1))
     print("wrote", args.out / name, flush=True)
     if args.dynamic_vram:

@@ -17,7 +17,8 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ours_fp8": "ours FP8 matmul",
           "ours_weight_only": "ours weight-only",
-          "ours_fp8_lora_unfused": "ours FP8 matmul, LoRA'd layers off the one-pass blocks (as before the nineteenth session)"}
+          "ours_fp8_lora_unfused": "ours FP8 matmul, LoRA'd layers off the one-pass blocks (as before the nineteenth session)",
+          "ours_fp8_lora_epilogue": "ours FP8 matmul, LoRAs in the Triton GEMM's epilogue (as before the LoRA columns)"}
 # The tables measured with the code as it stands (nineteenth session); the criteria count these. The
 # others ran older code (analysis_lora.md says which) and are listed after them.
 CURRENT_TABLES = ("lora_0375.json", "lora_033_no_DynamicVRAM.json", "lora_033_no_DynamicVRAM_cap8.json",

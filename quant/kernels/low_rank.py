@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..scales import dequantize_weight
+from .low_rank_columns import RankColumns, rank_columns
 
 MAX_RANK = 64
 # probes beyond the rank sought make the range finder exact to fp32 rounding (Halko et al., sec. 4.2)
@@ -27,6 +28,8 @@ _FP32_RANGE_FINDING = 2.0 ** -16
 class LowRank(NamedTuple):
     up: torch.Tensor    # (out, rank), fp32
     down: torch.Tensor  # (rank, in), fp32
+    # the up factor as FP8 columns of the layer's GEMM (low_rank_columns.py); None where not made
+    columns: Optional[RankColumns] = None
 
     def factors_in(self, dtype: torch.dtype):
         """(up, down) in dtype; the stored tensors themselves when they are in it already, as they are in
@@ -82,4 +85,7 @@ def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: t
     rounding = max(torch.finfo(patched.dtype).eps, _FP32_RANGE_FINDING)
     patched = patched.float()
     factors = low_rank_factors(patched - real, float(rounding * torch.linalg.matrix_norm(patched)))
-    return None if factors is None else LowRank(factors.up.to(dtype), factors.down.to(dtype))
+    if factors is None:
+        return None
+    return LowRank(factors.up.to(dtype), factors.down.to(dtype),
+                   rank_columns(factors.up, factors.down, weight_scale.to(patched.device)))

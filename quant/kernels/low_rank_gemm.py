@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .fp8_linear import scale_per_output
+from .low_rank_columns import extended_rows, fp8_rows_matmul_rank_columns
 from .opaque_op import OpaqueToCompile
 
 _OP_NAME = "sd35_fp8::fp8_gemm_low_rank"
@@ -75,13 +76,18 @@ def gemm_rank(rank: int) -> int:
     return max(_MIN_RANK, 1 << (rank - 1).bit_length())
 
 
-def fp8_linear_rowwise_low_rank(x, weight_fp8, weight_scale, bias, low_rank, quantize, gemm):
+def fp8_linear_rowwise_low_rank(x, weight_fp8, weight_scale, bias, low_rank, quantize, gemm, in_columns=False):
     """fp8_linear.fp8_linear_rowwise plus the LoRA `low_rank` (quant.kernels.low_rank.LowRank) in one
-    GEMM; quantize: x2d -> (fp8 rows, row scales); gemm: fp8_gemm_low_rank_op() or the reference."""
+    GEMM; quantize: x2d -> (fp8 rows, row scales); gemm: fp8_gemm_low_rank_op() or the reference;
+    in_columns: in cuBLAS's GEMM as the low-rank columns low_rank carries (low_rank_columns.py) instead."""
     x2d = x.reshape(-1, x.shape[-1])
     x_fp8, x_scale = quantize(x2d)
     up, down = low_rank.factors_in(x.dtype)
-    out = fp8_rows_matmul_low_rank(x_fp8, x_scale, weight_fp8, weight_scale, bias, x2d @ down.t(), up, gemm)
+    if in_columns:
+        x_ext = extended_rows(x_fp8, x_scale, x2d @ down.t(), low_rank.columns)
+        out = fp8_rows_matmul_rank_columns(x_ext, x_scale, weight_fp8, weight_scale, bias, x.dtype, low_rank.columns)
+    else:
+        out = fp8_rows_matmul_low_rank(x_fp8, x_scale, weight_fp8, weight_scale, bias, x2d @ down.t(), up, gemm)
     return out.reshape(*x.shape[:-1], weight_fp8.shape[0])
 
 

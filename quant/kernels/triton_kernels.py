@@ -349,3 +349,48 @@ def fp8_rows_down_triton(x_fp8: torch.Tensor, x_scale: torch.Tensor, down: torch
         x_fp8, x_scale, down, out, rows, cols, rank, RANK=max(16, triton.next_power_of_2(rank)), BLOCK_M=block_m,
         BLOCK_K=128, num_warps=4)
     return out
+
+
+@triton.jit
+def _fp8_rows_columns_kernel(x_ptr, down_ptr, spread_ptr, out_ptr, n_rows, n_cols, rank, columns, out_row_stride,
+                             FP8_MAX: tl.constexpr, RANK: tl.constexpr, COLUMNS: tl.constexpr, BLOCK_M: tl.constexpr,
+                             BLOCK_K: tl.constexpr):
+    # BLOCK_M FP8 rows per program, read once: copied into the extended rows and projected by the LoRA's
+    # down factor (rank, cols), whose sums are a = low / x_scale; then spread over the LoRA's columns.
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows_inside = rows < n_rows
+    ranks = tl.arange(0, RANK)
+    ranks_inside = ranks < rank
+    acc = tl.zeros((BLOCK_M, RANK), dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_K):
+        cols = start + tl.arange(0, BLOCK_K)
+        inside = rows_inside[:, None] & (cols < n_cols)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * n_cols + cols[None, :], mask=inside, other=0.0)
+        tl.store(out_ptr + rows[:, None] * out_row_stride + cols[None, :], x, mask=inside)
+        down = tl.load(down_ptr + ranks[None, :] * n_cols + cols[:, None],
+                       mask=(cols < n_cols)[:, None] & ranks_inside[None, :], other=0.0)
+        # fp8 -> fp16/bf16 is exact, so the products are exact and the sums fp32.
+        acc = tl.dot(x.to(tl.float32).to(down.dtype), down, acc)
+    outs = tl.arange(0, COLUMNS)
+    outs_inside = outs < columns
+    spread = tl.load(spread_ptr + ranks[:, None] * columns + outs[None, :],
+                     mask=ranks_inside[:, None] & outs_inside[None, :], other=0.0)
+    lq = tl.clamp(tl.dot(acc, spread, input_precision="ieee"), -FP8_MAX, FP8_MAX)
+    tl.store(out_ptr + rows[:, None] * out_row_stride + n_cols + outs[None, :], lq.to(out_ptr.dtype.element_ty),
+             mask=rows_inside[:, None] & outs_inside[None, :])
+
+
+def fp8_rows_columns_triton(x_fp8: torch.Tensor, down: torch.Tensor, spread: torch.Tensor, wrap=launch_directly):
+    """Same result as low_rank_rows.fp8_rows_columns, for CUDA tensors: x_fp8 (rows, cols) contiguous
+    extended by the LoRA's FP8 columns (low_rank_columns.py) from its down factor (rank, cols) in fp16 or
+    bf16 and spread (rank, columns) fp32. One read of the FP8 rows. wrap: the kernel's launcher
+    (torch.library.wrap_triton inside a triton_op)."""
+    rows, cols = x_fp8.shape
+    rank, columns = spread.shape
+    out = torch.empty((rows, cols + columns), device=x_fp8.device, dtype=FP8_DTYPE)
+    block_m = 32
+    wrap(_fp8_rows_columns_kernel)[(triton.cdiv(rows, block_m),)](
+        x_fp8, down.contiguous(), spread.contiguous(), out, rows, cols, rank, columns, cols + columns,
+        FP8_MAX=FP8_MAX, RANK=max(16, triton.next_power_of_2(rank)), COLUMNS=max(16, triton.next_power_of_2(columns)),
+        BLOCK_M=block_m, BLOCK_K=128, num_warps=4)
+    return out

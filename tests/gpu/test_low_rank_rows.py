@@ -31,21 +31,45 @@ def test_kernel_matches_reference(rows, cols, rank, dtype):
     assert relative_error(low, fp8_rows_down(x_fp8, x_scale, down)) <= 2 ** -8
 
 
+@pytest.mark.parametrize("rows, cols, out_features", [(8192, 2432, 7296), (154, 2432, 7296), (8192, 1536, 6144)])
+def test_columns_kernel_matches_reference(rows, cols, out_features):
+    from devtools.numerics import fp8_steps_apart
+    from sd35_fp8.quant.kernels.low_rank_columns import rank_columns
+    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_columns
+    from sd35_fp8.quant.kernels.triton_kernels import fp8_rows_columns_triton
+    from sd35_fp8.quant.scales import quantize_weight
+    x_fp8, _ = fp8_rows(rows, cols)
+    _, weight_scale = quantize_weight(torch.randn(out_features, cols, device="cuda") * cols ** -0.5)
+    up, down = torch.randn(out_features, 16, device="cuda") * 0.03, torch.randn(16, cols, device="cuda") * 0.03
+    spread = rank_columns(up, down, weight_scale).spread
+    x_ext = fp8_rows_columns_triton(x_fp8, down.bfloat16(), spread)
+    reference = fp8_rows_columns(x_fp8, down.bfloat16(), spread)
+    assert torch.equal(x_ext[:, :cols].contiguous().view(torch.uint8), x_fp8.view(torch.uint8))
+    apart = fp8_steps_apart(x_ext[:, cols:].contiguous(), reference[:, cols:].contiguous())
+    assert apart.max() <= 1 and (apart > 0).float().mean() <= 1e-3
+
+
 def test_the_custom_op_passes_torchs_checks():
-    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_down_op
+    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_columns_op, fp8_rows_down_op
     x_fp8, x_scale = fp8_rows(300, 1536)
     # not test_schema: it runs the op under a mode that multiplies its inputs, which fp8 tensors do not support
-    torch.library.opcheck(fp8_rows_down_op().op, (x_fp8, x_scale, torch.randn(16, 1536, device="cuda").bfloat16()),
-                          test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
+    checks = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    down = torch.randn(16, 1536, device="cuda").bfloat16()
+    torch.library.opcheck(fp8_rows_down_op().op, (x_fp8, x_scale, down), test_utils=checks)
+    spread = torch.randn(16, 32, device="cuda")
+    torch.library.opcheck(fp8_rows_columns_op().op, (x_fp8, down, spread), test_utils=checks)
 
 
-# SD3.5 Large's x qkv (the LoRA in the GEMM's epilogue) and fc2's shape (added after the GEMM)
+# SD3.5 Large's x qkv (the LoRA in the GEMM's epilogue) and fc2's shape (added after the GEMM); or the LoRA
+# as extra columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py), as the side path now carries it
+@pytest.mark.parametrize("in_columns", [True, False])
 @pytest.mark.parametrize("out_features, in_features", [(7296, 2432), (2432, 9728)])
-def test_the_rows_linear_with_a_lora_gives_the_patched_layer(out_features, in_features):
+def test_the_rows_linear_with_a_lora_gives_the_patched_layer(out_features, in_features, in_columns):
     from sd35_fp8.quant.kernels.compute_path import FP8_ROWWISE, ComputePath
     from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
     from sd35_fp8.quant.kernels.linear_dispatch import fp8_rows_linear_for
     from sd35_fp8.quant.kernels.low_rank import LowRank
+    from sd35_fp8.quant.kernels.low_rank_columns import rank_columns
     from sd35_fp8.quant.scales import quantize_weight
     from tests.quant.kernels.test_fp8_linear import FP8_MATMUL_BOUND
     x = torch.randn(8192, in_features, device="cuda")
@@ -56,7 +80,8 @@ def test_the_rows_linear_with_a_lora_gives_the_patched_layer(out_features, in_fe
     x_fp8, x_scale = quantize_rows(x)
     rows_linear = fp8_rows_linear_for(ComputePath(FP8_ROWWISE, "test", triton_kernels=True))
     args = (x_fp8, x_scale, weight_fp8, weight_scale, bias.bfloat16(), torch.bfloat16)
-    with_lora = rows_linear(*args, LowRank(up.bfloat16(), down.bfloat16()))
+    columns = rank_columns(up, down, weight_scale) if in_columns else None
+    with_lora = rows_linear(*args, LowRank(up.bfloat16(), down.bfloat16(), columns))
     patched = x.double() @ (weight + up @ down).double().t() + bias.double()
     assert with_lora.shape == (8192, out_features) and with_lora.dtype == torch.bfloat16
     assert relative_error(with_lora, patched) <= FP8_MATMUL_BOUND

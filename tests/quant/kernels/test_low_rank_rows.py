@@ -50,3 +50,41 @@ def test_interpreted_kernel_matches_reference(tmp_path):
         assert low.shape == (x_fp8.shape[0], down.shape[0]) and low.dtype == down.dtype
         # the same fp32 sums up to their order: fp16 output rounding (2^-11 relative) apart
         assert relative_error(low, fp8_rows_down(x_fp8, x_scale, down)) <= 2 ** -10
+
+
+_INTERPRETED_COLUMNS = """
+import pack_import, torch
+from devtools.triton_interpreter import use_torch_fp8_rounding
+from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
+from sd35_fp8.quant.kernels.low_rank_columns import rank_columns
+from sd35_fp8.quant.kernels.triton_kernels import fp8_rows_columns_triton
+from sd35_fp8.quant.scales import quantize_weight
+use_torch_fp8_rounding()
+torch.manual_seed(0)
+runs = []
+# ragged rows and columns; ranks below and at tl.dot's 16, a LoRA strong enough to split its ranks
+for rows, cols, out, rank, std in ((70, 200, 96, 16, 0.05), (33, 128, 64, 4, 0.3)):
+    x_fp8, _ = quantize_rows(torch.randn(rows, cols) * torch.rand(rows, 1) * 10)
+    _, weight_scale = quantize_weight(torch.randn(out, cols) * cols ** -0.5)
+    up, down = torch.randn(out, rank) * std, torch.linalg.qr(torch.randn(cols, rank))[0].t()
+    spread = rank_columns(up, down, weight_scale).spread
+    # fp16: the interpreter's tl.dot multiplies bf16 tensors' raw bits (numpy has no bf16); tests/gpu runs bf16
+    runs.append((x_fp8, down.half(), spread, fp8_rows_columns_triton(x_fp8, down.half(), spread)))
+torch.save(runs, {path!r})
+"""
+
+
+def test_interpreted_columns_kernel_matches_reference(tmp_path):
+    pytest.importorskip("triton", reason="Triton is not installed")
+    from devtools.numerics import fp8_steps_apart
+    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_columns
+    path = tmp_path / "runs.pt"
+    run_interpreted(_INTERPRETED_COLUMNS.format(path=str(path)), timeout=300)
+    for x_fp8, down, spread, x_ext in torch.load(path):
+        reference = fp8_rows_columns(x_fp8, down, spread)
+        cols = x_fp8.shape[1]
+        assert x_ext.shape == reference.shape and x_ext.shape[1] > cols
+        assert torch.equal(x_ext[:, :cols].view(torch.uint8), x_fp8.view(torch.uint8))
+        # the same exact products, fp32 sums in another order: a value on a rounding boundary one step apart
+        assert fp8_steps_apart(x_ext[:, cols:].contiguous(), reference[:, cols:].contiguous()).max() <= 1
+        assert reference[:, cols:].float().abs().max() > 1  # the columns carry the LoRA

@@ -1,0 +1,85 @@
+"""A LoRA beside an FP8 weight as extra columns of K in cuBLAS's FP8 GEMM (torch._scaled_mm), instead of
+in the epilogue of a Triton GEMM (low_rank_gemm.py).
+
+The Triton GEMM is slower than cuBLAS's with fast accumulation: on an H200 a LoRA on every qkv and fc1
+of SD3.5 Large cost +9.9% of an eager step's GPU time that way, about 7 ms of it the Triton GEMM's gap
+(bench/analysis_lora.md, nineteenth session). Here the LoRA rides in the same cuBLAS GEMM:
+
+    out = x_scale * w_scale * (x_fp8 @ w_fp8.T + lq @ uq.T) + bias
+
+where the LoRA's term low @ up.T (low = x @ down.T) equals x_scale * w_scale * (a @ b.T) with
+a = low / x_scale and b = up / w_scale, carried in FP8 as lq = a / c and uq = b * c for one c per rank.
+Each FP8 factor must stay within +-448, so a rank whose largest a times largest b exceeds 448^2 is
+split over J columns, each carrying a / (c sqrt(J)) and b c / sqrt(J). The largest b is known from the
+weight; the largest a is not, before the call: |x / x_scale| <= 448 per element, so a_r =
+(x / x_scale) @ down_r has a standard deviation of at most 448 ||down_r|| (a row at the FP8 maximum
+everywhere), and the columns take ACTIVATION_SIGMAS of that. Rows of SD3.5's activations spread about
+a quarter as wide (their largest value about four times their rms), so that is about 12 of their
+standard deviations; what lies beyond clamps.
+The LoRA's term is then rounded to FP8 once more than the epilogue's (about 2-3% of that term).
+"""
+import math
+from typing import NamedTuple
+
+import torch
+
+from ..scales import FP8_DTYPE, FP8_MAX
+from .fp8_linear import FAST_ACCUMULATION, scale_per_output
+
+# How far a rank's activation column may reach, in standard deviations of a row whose every value sits
+# at the FP8 maximum (the widest spread an FP8 row can have); beyond it the column clamps.
+ACTIVATION_SIGMAS = 3.0
+# The LoRA's path on the row-wise FP8 path with Triton kernels: here (True), or in the Triton GEMM's
+# epilogue (low_rank_gemm.py; the bench's A/B variant ours_fp8_lora_epilogue)
+LORA_IN_RANK_COLUMNS = True
+# torch._scaled_mm takes K in multiples of 16
+_COLUMN_MULTIPLE = 16
+
+
+class RankColumns(NamedTuple):
+    up_fp8: torch.Tensor  # (out, columns) FP8: b * c / sqrt(J) per column, zero-padded
+    spread: torch.Tensor  # (rank, columns) fp32: a @ spread is the activations' columns before rounding
+
+
+def rank_columns(up: torch.Tensor, down: torch.Tensor, weight_scale: torch.Tensor) -> RankColumns:
+    """The weight's side of a LoRA (up (out, rank), down (rank, in)) as FP8 columns for a layer whose weight
+    has weight_scale ((out, 1) per channel or () per tensor)."""
+    up, down = up.float(), down.float()
+    out_features, rank = up.shape
+    b = up / scale_per_output(weight_scale, out_features).reshape(-1, 1)
+    tiny = torch.finfo(torch.float32).tiny
+    b_max = b.abs().amax(dim=0).clamp_min(tiny)
+    a_max = (FP8_MAX * ACTIVATION_SIGMAS * torch.linalg.vector_norm(down, dim=1)).clamp_min(tiny)
+    split = max(1, math.ceil(float((a_max * b_max).max()) / FP8_MAX ** 2))
+    balance = (a_max / b_max).sqrt() * math.sqrt(split)
+    columns = -(-rank * split // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
+    padding = columns - rank * split
+    up_columns = (b * (balance / split)).repeat_interleave(split, dim=1)
+    up_fp8 = torch.nn.functional.pad(up_columns, (0, padding)).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    # rank r's J columns each take a_r / (c_r sqrt(J))
+    spread = torch.zeros(rank, columns, device=up.device)
+    spread[torch.arange(rank, device=up.device).repeat_interleave(split), torch.arange(rank * split, device=up.device)] = (
+        1 / balance).repeat_interleave(split)
+    return RankColumns(up_fp8.contiguous(), spread)
+
+
+def low_columns(low: torch.Tensor, x_scale: torch.Tensor, columns: RankColumns) -> torch.Tensor:
+    """The activations' side: low (rows, rank), the LoRA's down projection of the rows that x_scale
+    (rows, 1) quantized, as FP8 columns (rows, columns)."""
+    return ((low.float() / x_scale) @ columns.spread).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+
+
+def fp8_rows_matmul_rank_columns(x_ext, x_scale, weight_fp8, weight_scale, bias, out_dtype, columns):
+    """fp8_linear.fp8_rows_matmul over rows already extended by the LoRA's columns (x_ext: (rows, in +
+    columns)), the weight extended by `columns` (rank_columns), in one torch._scaled_mm."""
+    out_features = weight_fp8.shape[0]
+    w_ext = torch.cat([weight_fp8, columns.up_fp8], dim=1)
+    w_scale = scale_per_output(weight_scale, out_features).view(1, out_features)
+    return torch._scaled_mm(x_ext, w_ext.t(), scale_a=x_scale, scale_b=w_scale, bias=bias, out_dtype=out_dtype,
+                            use_fast_accum=FAST_ACCUMULATION)
+
+
+def extended_rows(x_fp8, x_scale, low, columns):
+    """x_fp8 (rows, in) extended by the LoRA's columns, from its down projection low (rows, rank) of those
+    rows: the plain-torch way (rows that were never in bf16 take low_rank_rows.fp8_rows_columns_op)."""
+    return torch.cat([x_fp8, low_columns(low, x_scale, columns)], dim=1)
