@@ -62,8 +62,9 @@ from sd35_fp8.quant.scales import quantize_weight
 use_torch_fp8_rounding()
 torch.manual_seed(0)
 runs = []
-# ragged rows and columns; ranks below and at tl.dot's 16, a LoRA strong enough to split its ranks
-for rows, cols, out, rank, std in ((70, 200, 96, 16, 0.05), (33, 128, 64, 4, 0.3)):
+# ragged rows and columns; ranks below and at tl.dot's 16, LoRAs strong enough to split their ranks (the
+# last over 192 columns: several of the kernel's blocks of columns)
+for rows, cols, out, rank, std in ((70, 200, 96, 16, 0.05), (33, 128, 64, 4, 0.3), (33, 128, 64, 12, 0.3)):
     x_fp8, _ = quantize_rows(torch.randn(rows, cols) * torch.rand(rows, 1) * 10)
     _, weight_scale = quantize_weight(torch.randn(out, cols) * cols ** -0.5)
     up, down = torch.randn(out, rank) * std, torch.linalg.qr(torch.randn(cols, rank))[0].t()
