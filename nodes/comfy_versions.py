@@ -55,7 +55,7 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
             found_for, low_rank = getattr(layer, "sd35_side_path_found", ((), None))
             if len(found_for) != len(entries) or any(a is not b for a, b in zip(found_for, entries)):
                 low_rank = lora_beside(stored, layer.weight_scale, self._patched(stored, torch.float32),
-                                       layer.compute_dtype)
+                                       layer.compute_dtype, layer.lora_columns)
                 layer.sd35_side_path_found = (entries, low_rank)
                 if stored.is_cuda and not torch.compiler.is_compiling():
                     # The search's fp32 copies of the weight (several hundred MB for SD3.5 Large's

@@ -132,5 +132,11 @@ def fp8_rows_linear_for(compute_path: ComputePath):
     return rows_linear
 
 
+def takes_lora_columns(compute_path: ComputePath) -> bool:
+    """Whether this path's linears carry a LoRA as extra FP8 columns of their GEMM (low_rank_columns.py),
+    which lora_beside then makes (with_columns); elsewhere they would only take memory."""
+    return compute_path.name == FP8_ROWWISE and compute_path.triton_kernels
+
+
 def _in_rank_columns(low_rank):
     return low_rank.columns is not None and low_rank_columns.LORA_IN_RANK_COLUMNS

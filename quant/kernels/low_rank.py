@@ -76,16 +76,17 @@ def low_rank_factors(difference: torch.Tensor, tolerance: float, max_rank: int =
 
 
 def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: torch.Tensor,
-                dtype: torch.dtype = torch.float32) -> Optional[LowRank]:
+                dtype: torch.dtype = torch.float32, with_columns: bool = False) -> Optional[LowRank]:
     """The side path that turns the layer's FP8 weight into `patched` (the weight with a LoRA merged,
     as ComfyUI computed it, in whatever float dtype it used), or None when the difference is not
     of low rank. dtype: the model's compute dtype; factors stored in it are used as they are, not
-    converted on every call."""
+    converted on every call. with_columns: also the LoRA as FP8 columns of the layer's GEMM, for the
+    paths that take it so (linear_dispatch.takes_lora_columns)."""
     real = dequantize_weight(weight_fp8.to(patched.device), weight_scale.to(patched.device))
     rounding = max(torch.finfo(patched.dtype).eps, _FP32_RANGE_FINDING)
     patched = patched.float()
     factors = low_rank_factors(patched - real, float(rounding * torch.linalg.matrix_norm(patched)))
     if factors is None:
         return None
-    return LowRank(factors.up.to(dtype), factors.down.to(dtype),
-                   rank_columns(factors.up, factors.down, weight_scale.to(patched.device)))
+    columns = rank_columns(factors.up, factors.down, weight_scale.to(patched.device)) if with_columns else None
+    return LowRank(factors.up.to(dtype), factors.down.to(dtype), columns)

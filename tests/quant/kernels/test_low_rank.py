@@ -23,6 +23,14 @@ def test_factors_come_in_the_compute_dtype_asked_for():
     assert relative_error(side.up.float() @ side.down.float(), lora) <= 0.01  # bf16 rounding of each factor
 
 
+def test_the_lora_columns_come_only_where_asked_for():
+    weight_fp8, scale = quantize_weight(torch.randn(64, 48) * 48 ** -0.5)
+    patched = dequantize_weight(weight_fp8, scale) + torch.randn(64, 4) @ torch.randn(4, 48) * 0.01
+    assert lora_beside(weight_fp8, scale, patched).columns is None
+    columns = lora_beside(weight_fp8, scale, patched, with_columns=True).columns
+    assert columns.up_fp8.shape[0] == 64 and columns.spread.shape[0] == 4 and columns.up_fp8.shape[1] % 16 == 0
+
+
 def test_a_difference_above_the_rank_limit_has_no_factors():
     assert low_rank_factors(torch.randn(300, 200), tolerance=1.0) is None
     assert low_rank_factors(torch.randn(100, 20) @ torch.randn(20, 80), tolerance=1e-3, max_rank=16) is None
