@@ -19,10 +19,13 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ou
           "ours_weight_only": "ours weight-only",
           "ours_fp8_lora_unfused": "ours FP8 matmul, LoRA'd layers off the one-pass blocks (as before the nineteenth session)",
           "ours_fp8_lora_epilogue": "ours FP8 matmul, LoRAs in the Triton GEMM's epilogue (as before the LoRA columns)"}
-# The tables measured with the code as it stands (nineteenth session); the criteria count these. The
-# others ran older code (analysis_lora.md says which) and are listed after them.
+# The tables the criteria count: the twentieth session's (0.33 with DynamicVRAM at full VRAM: the table, a
+# counted rerun of ours FP8, the profiled cells) ran the code as it stands; the nineteenth session's others
+# differ from it only in ours FP8's LoRA path (LoRAs in the Triton GEMM's epilogue, not as columns of
+# cuBLAS's), as each one's note says. Tables of older code (analysis_lora.md says which) come after them.
 CURRENT_TABLES = ("lora_0375.json", "lora_033_no_DynamicVRAM.json", "lora_033_no_DynamicVRAM_cap8.json",
-                  "lora_033_DynamicVRAM.json", "lora_033_DynamicVRAM_cap8.json", "lora_033_DynamicVRAM_profiled19.json")
+                  "lora_033_DynamicVRAM.json", "lora_033_DynamicVRAM_counted20.json", "lora_033_DynamicVRAM_cap8.json",
+                  "lora_033_DynamicVRAM_profiled20.json")
 # The criteria of the LoRA issue, for this pack's variants
 ERROR_GROWTH, LORA_COST = 0.01, 0.05
 
@@ -163,7 +166,7 @@ def lora_results():
     server = json.loads((RESULTS / "lora_server.json").read_text())
     sections = ["## LoRA, offloading and DynamicVRAM (the LoRA issue)\n",
                 (BENCH / "analysis_lora.md").read_text(),
-                "\n### The criteria, over the tables measured with the current code (the first six below)\n",
+                f"\n### The criteria, over the current tables (the first {len(current)} below)\n",
                 verdicts(current), "\n" + server_section(server)]
     sections += ["\n" + matrix_table(run) for run in current]
     sections += ["\n## Earlier tables, older code (analysis_lora.md says which)\n"]
