@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..scales import dequantize_weight
-from .low_rank_columns import RankColumns, rank_columns
+from .low_rank_columns import RankColumns, fits_in_columns, rank_columns
 
 MAX_RANK = 64
 # probes beyond the rank sought make the range finder exact to fp32 rounding (Halko et al., sec. 4.2)
@@ -28,7 +28,8 @@ _FP32_RANGE_FINDING = 2.0 ** -16
 class LowRank(NamedTuple):
     up: torch.Tensor    # (out, rank), fp32
     down: torch.Tensor  # (rank, in), fp32
-    # the up factor as FP8 columns of the layer's GEMM (low_rank_columns.py); None where not made
+    # the up factor as FP8 columns of the layer's GEMM (low_rank_columns.py); None where not made (another
+    # path, or a LoRA too strong for them: the Triton GEMM's epilogue then carries it)
     columns: Optional[RankColumns] = None
 
     def factors_in(self, dtype: torch.dtype):
@@ -81,7 +82,7 @@ def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: t
     as ComfyUI computed it, in whatever float dtype it used), or None when the difference is not
     of low rank. dtype: the model's compute dtype; factors stored in it are used as they are, not
     converted on every call. with_columns: also the LoRA as FP8 columns of the layer's GEMM, for the
-    paths that take it so (linear_dispatch.takes_lora_columns)."""
+    paths that take it so (linear_dispatch.takes_lora_columns), where it fits in them."""
     real = dequantize_weight(weight_fp8.to(patched.device), weight_scale.to(patched.device))
     rounding = max(torch.finfo(patched.dtype).eps, _FP32_RANGE_FINDING)
     patched = patched.float()
@@ -89,4 +90,6 @@ def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: t
     if factors is None:
         return None
     columns = rank_columns(factors.up, factors.down, weight_scale.to(patched.device)) if with_columns else None
+    if columns is not None and not fits_in_columns(columns, patched.shape[1]):
+        columns = None
     return LowRank(factors.up.to(dtype), factors.down.to(dtype), columns)

@@ -34,6 +34,11 @@ ACTIVATION_SIGMAS = 3.0
 LORA_IN_RANK_COLUMNS = True
 # torch._scaled_mm takes K in multiples of 16
 _COLUMN_MULTIPLE = 16
+# The columns widen the GEMM's K; beyond a quarter of it the Triton GEMM with the LoRA in its epilogue
+# is the cheaper (on an H200 it took 0.297 ms for SD3.5 Large's x qkv and 0.404 for fc1 where cuBLAS took
+# 0.231 and 0.309, about 30% more: bench/results/kernels_lora.json). A rank-16 LoRA that changes Large's
+# weights by 8% takes 80 columns (3% of K = 2432), one changing them by 50% 336.
+MAX_COLUMNS_PER_INPUT = 0.25
 
 
 class RankColumns(NamedTuple):
@@ -61,6 +66,11 @@ def rank_columns(up: torch.Tensor, down: torch.Tensor, weight_scale: torch.Tenso
     spread[torch.arange(rank, device=up.device).repeat_interleave(split), torch.arange(rank * split, device=up.device)] = (
         1 / balance).repeat_interleave(split)
     return RankColumns(up_fp8.contiguous(), spread)
+
+
+def fits_in_columns(columns: RankColumns, in_features: int) -> bool:
+    """Whether a layer with in_features inputs takes its LoRA as these columns (else in the epilogue)."""
+    return columns.up_fp8.shape[1] <= MAX_COLUMNS_PER_INPUT * in_features
 
 
 def low_columns(low: torch.Tensor, x_scale: torch.Tensor, columns: RankColumns) -> torch.Tensor:

@@ -3,6 +3,7 @@ import torch
 
 from devtools.numerics import relative_error
 from sd35_fp8.quant.kernels.low_rank import MAX_RANK, lora_beside, low_rank_factors
+from sd35_fp8.quant.kernels.low_rank_columns import rank_columns
 from sd35_fp8.quant.scales import dequantize_weight, quantize_weight
 
 
@@ -23,12 +24,19 @@ def test_factors_come_in_the_compute_dtype_asked_for():
     assert relative_error(side.up.float() @ side.down.float(), lora) <= 0.01  # bf16 rounding of each factor
 
 
-def test_the_lora_columns_come_only_where_asked_for():
-    weight_fp8, scale = quantize_weight(torch.randn(64, 48) * 48 ** -0.5)
-    patched = dequantize_weight(weight_fp8, scale) + torch.randn(64, 4) @ torch.randn(4, 48) * 0.01
+def test_the_lora_columns_come_only_where_asked_for_and_where_they_fit():
+    """A quarter of the layer's 256 inputs: 64 columns at most."""
+    weight_fp8, scale = quantize_weight(torch.randn(96, 256) * 256 ** -0.5)
+    real = dequantize_weight(weight_fp8, scale)
+    change = torch.randn(96, 4) @ torch.randn(4, 256)
+    change *= real.norm() / change.norm()
+    patched = real + change * 0.05
     assert lora_beside(weight_fp8, scale, patched).columns is None
     columns = lora_beside(weight_fp8, scale, patched, with_columns=True).columns
-    assert columns.up_fp8.shape[0] == 64 and columns.spread.shape[0] == 4 and columns.up_fp8.shape[1] % 16 == 0
+    assert columns.up_fp8.shape == (96, 16) and columns.spread.shape == (4, 16)
+    too_strong = lora_beside(weight_fp8, scale, real + change * 3, with_columns=True)
+    assert too_strong is not None and too_strong.columns is None
+    assert rank_columns(too_strong.up, too_strong.down, scale).up_fp8.shape[1] > 64
 
 
 def test_a_difference_above_the_rank_limit_has_no_factors():
