@@ -7,6 +7,8 @@ bandwidth): 0.110 ms on an H200 for SD3.5 Large's x-stream qkv, where the FP8 GE
 In the epilogue of a Triton GEMM it is a rank-sized dot per output tile; that GEMM is slower than
 cuBLAS's (0.306 ms with the LoRA, TMA loads), so it pays where the output is at least as wide as
 the input (qkv, fc1, proj; not fc2, whose input is four times its output): bench/lora_kernels.py.
+A LoRA that fits in extra FP8 columns of cuBLAS's GEMM goes there instead (low_rank_columns.py): this
+GEMM carries the ones too strong for them.
 
 Registered as the custom op `sd35_fp8::fp8_gemm_low_rank` when first asked for, opaque to
 torch.compile, so eager and compiled runs compute the same thing (opaque_op.py).
