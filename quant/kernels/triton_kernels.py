@@ -313,24 +313,36 @@ def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tenso
 
 
 @triton.jit
-def _fp8_rows_down_kernel(x_ptr, x_scale_ptr, down_ptr, out_ptr, n_rows, n_cols, rank, RANK: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    # BLOCK_M rows per program against the whole (rank, cols) down factor, which stays in L2: the
-    # FP8 rows are read once. RANK: rank padded to tl.dot's smallest size, the padding loaded as zeros.
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows_inside = rows < n_rows
-    ranks = tl.arange(0, RANK)
-    ranks_inside = ranks < rank
+def _fp8_rows_down_sums(x_ptr, down_ptr, copy_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, copy_row_stride,
+                        COPY: tl.constexpr, BLOCK_M: tl.constexpr, RANK: tl.constexpr, BLOCK_K: tl.constexpr):
+    # (BLOCK_M, RANK) fp32 sums of the FP8 rows times the down factor (rank, cols), which stays in L2: the
+    # rows are read once (COPY: and written to copy_ptr as they pass). RANK: rank padded to tl.dot's
+    # smallest size, the padding loaded as zeros.
     acc = tl.zeros((BLOCK_M, RANK), dtype=tl.float32)
     for start in range(0, n_cols, BLOCK_K):
         cols = start + tl.arange(0, BLOCK_K)
         cols_inside = cols < n_cols
-        x = tl.load(x_ptr + rows[:, None] * n_cols + cols[None, :], mask=rows_inside[:, None] & cols_inside[None, :],
-                    other=0.0)
+        inside = rows_inside[:, None] & cols_inside[None, :]
+        x = tl.load(x_ptr + rows[:, None] * n_cols + cols[None, :], mask=inside, other=0.0)
+        if COPY:
+            tl.store(copy_ptr + rows[:, None] * copy_row_stride + cols[None, :], x, mask=inside)
         down = tl.load(down_ptr + ranks[None, :] * n_cols + cols[:, None],
                        mask=cols_inside[:, None] & ranks_inside[None, :], other=0.0)
         # fp8 -> fp16/bf16 is exact, so the products are exact and the sums fp32.
         acc = tl.dot(x.to(tl.float32).to(down.dtype), down, acc)
+    return acc
+
+
+@triton.jit
+def _fp8_rows_down_kernel(x_ptr, x_scale_ptr, down_ptr, out_ptr, n_rows, n_cols, rank, RANK: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    # BLOCK_M rows per program against the whole down factor
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows_inside = rows < n_rows
+    ranks = tl.arange(0, RANK)
+    ranks_inside = ranks < rank
+    acc = _fp8_rows_down_sums(x_ptr, down_ptr, out_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, 0,
+                              False, BLOCK_M, RANK, BLOCK_K)
     row_scale = tl.load(x_scale_ptr + rows, mask=rows_inside, other=0.0)
     tl.store(out_ptr + rows[:, None] * rank + ranks[None, :], (acc * row_scale[:, None]).to(out_ptr.dtype.element_ty),
              mask=rows_inside[:, None] & ranks_inside[None, :])
@@ -361,16 +373,8 @@ def _fp8_rows_columns_kernel(x_ptr, down_ptr, spread_ptr, out_ptr, n_rows, n_col
     rows_inside = rows < n_rows
     ranks = tl.arange(0, RANK)
     ranks_inside = ranks < rank
-    acc = tl.zeros((BLOCK_M, RANK), dtype=tl.float32)
-    for start in range(0, n_cols, BLOCK_K):
-        cols = start + tl.arange(0, BLOCK_K)
-        inside = rows_inside[:, None] & (cols < n_cols)[None, :]
-        x = tl.load(x_ptr + rows[:, None] * n_cols + cols[None, :], mask=inside, other=0.0)
-        tl.store(out_ptr + rows[:, None] * out_row_stride + cols[None, :], x, mask=inside)
-        down = tl.load(down_ptr + ranks[None, :] * n_cols + cols[:, None],
-                       mask=(cols < n_cols)[:, None] & ranks_inside[None, :], other=0.0)
-        # fp8 -> fp16/bf16 is exact, so the products are exact and the sums fp32.
-        acc = tl.dot(x.to(tl.float32).to(down.dtype), down, acc)
+    acc = _fp8_rows_down_sums(x_ptr, down_ptr, out_ptr, rows, rows_inside, ranks, ranks_inside, n_cols,
+                              out_row_stride, True, BLOCK_M, RANK, BLOCK_K)
     # Each column is one rank's sum times one factor (spread has one entry per column): TF32's rounding
     # (2^-11) is far below the FP8 rounding that follows. In blocks of columns: the whole (BLOCK_M, COLUMNS)
     # tile of a stacked LoRA's hundreds of columns spilled registers (146 us a call on an H200).
