@@ -19,7 +19,7 @@ from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock, Mlp, gate_
 from .ops import FP8Linear
 
 
-def _fused(block, x):
+def fused(block, x):
     """Whether block's qkv input can come from the one-pass kernel in this call."""
     norm, qkv = block.norm1, block.attn.qkv
     return (not block.scale_mod_only and (block.pre_only or isinstance(block.mlp, Mlp))
@@ -51,35 +51,45 @@ def _mlp_residual(block, x, shift_mlp, scale_mlp, gate_mlp):
 
 
 class NormQuantizeBlock(DismantledBlock):
-    def pre_attention(self, x, c):
-        if not _fused(self, x):
-            return super().pre_attention(x, c)
+    def pre_attention_qkv(self, x, c):
+        """pre_attention with the qkv linear's output (batch, tokens, 3 x width) in place of q, k and v; only
+        where fused(self, x)."""
         if self.pre_only:
             shift_msa, scale_msa = self.adaLN_modulation(c).chunk(2, dim=1)
-            qkv = _norm_modulate_linear(self.norm1, self.attn.qkv, x, shift_msa, scale_msa)
-            return _attention_inputs(self.attn, qkv), None
+            return _norm_modulate_linear(self.norm1, self.attn.qkv, x, shift_msa, scale_msa), None
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
         qkv = _norm_modulate_linear(self.norm1, self.attn.qkv, x, shift_msa, scale_msa)
-        return _attention_inputs(self.attn, qkv), (x, gate_msa, shift_mlp, scale_mlp, gate_mlp)
+        return qkv, (x, gate_msa, shift_mlp, scale_mlp, gate_mlp)
+
+    def pre_attention(self, x, c):
+        if not fused(self, x):
+            return super().pre_attention(x, c)
+        qkv, intermediates = self.pre_attention_qkv(x, c)
+        return _attention_inputs(self.attn, qkv), intermediates
 
     def post_attention(self, attn, x, gate_msa, shift_mlp, scale_mlp, gate_mlp):
-        if not _fused(self, x):
+        if not fused(self, x):
             return super().post_attention(attn, x, gate_msa, shift_mlp, scale_mlp, gate_mlp)
         x = torch.addcmul(x, gate_msa.unsqueeze(1), self.attn.post_attention(attn))
         return _mlp_residual(self, x, shift_mlp, scale_mlp, gate_mlp)
 
-    def pre_attention_x(self, x, c):
-        if not _fused(self, x):
-            return super().pre_attention_x(x, c)
+    def pre_attention_x_qkv(self, x, c):
+        """pre_attention_x with the first attention's qkv output in place of its q, k and v; only where
+        fused(self, x)."""
         (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_msa2, scale_msa2,
          gate_msa2) = self.adaLN_modulation(c).chunk(9, dim=1)
         qkv = _norm_modulate_linear(self.norm1, self.attn.qkv, x, shift_msa, scale_msa)
         qkv2 = _norm_modulate_linear(self.norm1, self.attn2.qkv, x, shift_msa2, scale_msa2)
-        return (_attention_inputs(self.attn, qkv), _attention_inputs(self.attn2, qkv2),
-                (x, gate_msa, shift_mlp, scale_mlp, gate_mlp, gate_msa2))
+        return qkv, _attention_inputs(self.attn2, qkv2), (x, gate_msa, shift_mlp, scale_mlp, gate_mlp, gate_msa2)
+
+    def pre_attention_x(self, x, c):
+        if not fused(self, x):
+            return super().pre_attention_x(x, c)
+        qkv, attention2_inputs, intermediates = self.pre_attention_x_qkv(x, c)
+        return _attention_inputs(self.attn, qkv), attention2_inputs, intermediates
 
     def post_attention_x(self, attn, attn2, x, gate_msa, shift_mlp, scale_mlp, gate_mlp, gate_msa2):
-        if not _fused(self, x):
+        if not fused(self, x):
             return super().post_attention_x(attn, attn2, x, gate_msa, shift_mlp, scale_mlp, gate_mlp, gate_msa2)
         x = gate_cat(x, gate_msa, gate_msa2, self.attn.post_attention(attn), self.attn2.post_attention(attn2))
         return _mlp_residual(self, x, shift_mlp, scale_mlp, gate_mlp)

@@ -22,6 +22,7 @@ from ..quant.layouts.sd35_layout import VAE_PREFIX, read_contents
 from .attention_backend import cudnn_attention_applies, use_cudnn_attention
 from .comfy_versions import build_diffusion_model, register_reload
 from .block_norm_quantize import use_norm_quantize_blocks
+from .joint_attention import use_joint_qkv_blocks
 from .conditioning_on_device import keep_conditioning_on_device
 from .mlp_gelu import move_gelu_into_fc2
 from .ops import make_fp8_ops
@@ -75,6 +76,7 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     if compute_path.triton_kernels:
         use_one_pass_qk_norm(model.model.diffusion_model)
         use_norm_quantize_blocks(model.model.diffusion_model)
+        use_joint_qkv_blocks(model.model.diffusion_model)
     attention = ""
     if cudnn_attention_applies(device):
         use_cudnn_attention(model)

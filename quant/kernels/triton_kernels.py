@@ -174,6 +174,58 @@ def head_rms_norm_triton(x: torch.Tensor, weight, eps: float):
 
 
 @triton.jit
+def _joint_qkv_stream(qkv_ptr, q_weight_ptr, k_weight_ptr, out_ptr, plane, width, heads, EPS: tl.constexpr,
+                      HEAD_DIM: tl.constexpr, HEADS: tl.constexpr):
+    # one token: q and k normalized per head (the same tile and sums as _head_rms_norm_kernel), v copied
+    head = tl.arange(0, HEADS)
+    cols = tl.arange(0, HEAD_DIM)
+    inside = (head < heads)[:, None]
+    offsets = head[:, None] * HEAD_DIM + cols[None, :]
+    for part in tl.static_range(3):
+        values = tl.load(qkv_ptr + part * width + offsets, mask=inside, other=0.0)
+        if part < 2:
+            weight = tl.load((q_weight_ptr if part == 0 else k_weight_ptr) + cols).to(tl.float32)
+            x = values.to(tl.float32)
+            y = x * tl.rsqrt(tl.sum(x * x, axis=1) / HEAD_DIM + EPS)[:, None]
+            values = (y * weight[None, :]).to(values.dtype)
+        tl.store(out_ptr + part * plane + offsets, values, mask=inside)
+
+
+@triton.jit
+def _joint_qkv_kernel(context_ptr, x_ptr, context_q_weight_ptr, context_k_weight_ptr, x_q_weight_ptr, x_k_weight_ptr,
+                      out_ptr, context_tokens, x_tokens, width, heads, plane, EPS: tl.constexpr,
+                      HEAD_DIM: tl.constexpr, HEADS: tl.constexpr):
+    # one token of the joint sequence per program: the context's tokens first, then the image's
+    token = tl.program_id(0).to(tl.int64)
+    tokens = context_tokens + x_tokens
+    sample, position = token // tokens, token % tokens
+    out = out_ptr + token * width
+    if position < context_tokens:
+        _joint_qkv_stream(context_ptr + (sample * context_tokens + position) * 3 * width, context_q_weight_ptr,
+                          context_k_weight_ptr, out, plane, width, heads, EPS, HEAD_DIM, HEADS)
+    else:
+        _joint_qkv_stream(x_ptr + (sample * x_tokens + position - context_tokens) * 3 * width, x_q_weight_ptr,
+                          x_k_weight_ptr, out, plane, width, heads, EPS, HEAD_DIM, HEADS)
+
+
+def joint_qkv_triton(context_qkv: torch.Tensor, x_qkv: torch.Tensor, context_q_weight: torch.Tensor,
+                     context_k_weight: torch.Tensor, x_q_weight: torch.Tensor, x_k_weight: torch.Tensor, head_dim: int,
+                     eps: float, wrap=launch_directly):
+    """Same result as joint_qkv.joint_qkv, for contiguous CUDA tensors with a head_dim that is a power of
+    two. wrap: the kernel's launcher (torch.library.wrap_triton inside a triton_op)."""
+    batch, context_tokens, width3 = context_qkv.shape
+    x_tokens, width = x_qkv.shape[1], width3 // 3
+    tokens = context_tokens + x_tokens
+    out = torch.empty((3, batch, tokens, width), device=context_qkv.device, dtype=context_qkv.dtype)
+    heads = width // head_dim
+    wrap(_joint_qkv_kernel)[(batch * tokens,)](
+        context_qkv, x_qkv, context_q_weight, context_k_weight, x_q_weight, x_k_weight, out, context_tokens, x_tokens,
+        width, heads, batch * tokens * width, EPS=eps, HEAD_DIM=head_dim, HEADS=triton.next_power_of_2(heads),
+        num_warps=4)
+    return out
+
+
+@triton.jit
 def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, out_scale_ptr, n_cols, tokens,
                                               x_row_stride, shift_row_stride, scale_row_stride, EPS: tl.constexpr,
                                               FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, ROWS: tl.constexpr,

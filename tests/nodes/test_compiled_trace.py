@@ -14,7 +14,7 @@ import pytest
 from devtools.comfy_host import REPO
 
 OUR_OPS = {"sd35_fp8.layer_norm_modulate_quantize_rows.default", "sd35_fp8.gelu_quantize_rows.default",
-           "sd35_fp8.quantize_rows.default", "sd35_fp8.small_m_linear.default"}
+           "sd35_fp8.quantize_rows.default", "sd35_fp8.small_m_linear.default", "sd35_fp8.joint_qkv.default"}
 
 _TRACE = """
 import json, torch
