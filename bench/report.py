@@ -19,7 +19,8 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "st
           "ours_fp8_conditioning_per_step": "ours FP8 matmul, conditioning copied to the GPU at every step",
           "ours_fp8_inductor_quantize": "ours FP8 matmul, compiled activation quantization all Inductor's",
           "ours_fp8_comfy_cast": "ours FP8 matmul, ComfyUI's weight cast on every call",
-          "ours_fp8_promoted_accum": "ours FP8 matmul, torch._scaled_mm promoting its partial sums"}
+          "ours_fp8_promoted_accum": "ours FP8 matmul, torch._scaled_mm promoting its partial sums",
+          "ours_fp8_comfy_mixing": "ours FP8 matmul, ComfyUI's block mixing (q and k norms, then concatenations)"}
 # runs before the thirteenth session waited for the GPU at every step and timed the host up to that wait
 HOST_COLUMN = {"synchronized": "host s/step to queue it", "cuda_events": "host s/step"}
 # the chart's bars: every variant of a full run (the A/B variants run only when named)

@@ -47,10 +47,12 @@ VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", 
 # ours FP8 with every activation quantization under torch.compile left to Inductor, as before
 # quant/kernels/row_quantize.py; ours FP8 with ComfyUI's cast of the stored weight on every call, as before
 # nodes/comfy_versions.py `_as_stored`; ours FP8 with torch._scaled_mm promoting its partial sums, as before
-# quant/kernels/fp8_linear.py `FAST_ACCUMULATION`.
+# quant/kernels/fp8_linear.py `FAST_ACCUMULATION`; ours FP8 with ComfyUI's block mixing (q and k norms, then
+# the concatenations), as before nodes/joint_attention.py.
 AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens",
                "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks", "ours_fp8_conditioning_per_step",
-               "ours_fp8_inductor_quantize", "ours_fp8_comfy_cast", "ours_fp8_promoted_accum")
+               "ours_fp8_inductor_quantize", "ours_fp8_comfy_cast", "ours_fp8_promoted_accum",
+               "ours_fp8_comfy_mixing")
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 CFG, SAMPLER = 4.5, "euler"
@@ -102,6 +104,8 @@ def build(variant, weights, disable_dynamic=False):
             model.model_options.get("transformer_options", {}).pop("optimized_attention_override", None)
         if variant == "ours_fp8_comfy_blocks":
             comfyui_blocks(model.model.diffusion_model)
+        if variant == "ours_fp8_comfy_mixing":
+            comfyui_block_mixing(model.model.diffusion_model)
         if variant == "ours_fp8_conditioning_per_step":
             import comfy.patcher_extension
             from sd35_fp8.nodes.conditioning_on_device import WRAPPER_KEY
@@ -117,6 +121,15 @@ def comfyui_blocks(diffusion_model):
     for module in diffusion_model.modules():
         if isinstance(module, DismantledBlock):
             module.__class__ = DismantledBlock
+
+
+def comfyui_block_mixing(diffusion_model):
+    """The joint blocks as ComfyUI builds them: q and k norms, then the concatenations (the variant
+    ours_fp8_comfy_mixing)."""
+    from comfy.ldm.modules.diffusionmodules.mmdit import JointBlock
+    for module in diffusion_model.modules():
+        if isinstance(module, JointBlock):
+            module.__class__ = JointBlock
 
 
 def comfyui_qk_norms(diffusion_model):
