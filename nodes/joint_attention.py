@@ -52,8 +52,9 @@ class JointQkvBlock(JointBlock):
     # then calls it
     joint_qkv = None
 
-    def forward(self, context, x, c, use_checkpoint=True, transformer_options={}):
+    def forward(self, context, x, c, use_checkpoint=True, transformer_options=None):
         # use_checkpoint's default is block_mixing's, which the JointBlock of a "double_block" patch takes
+        transformer_options = {} if transformer_options is None else transformer_options
         if not _takes_joint_qkv(self, context, x, use_checkpoint):
             return super().forward(context, x, c=c, use_checkpoint=use_checkpoint,
                                    transformer_options=transformer_options)
