@@ -289,7 +289,17 @@ def build(results_md: Path, chart_png: Path):
     # nineteenth session: eager in the issue's harness (12 steps), speed and accuracy, and Large heavy-tailed
     eager19_runs = runs_per_model("speed_eager19_033_{model}_gaussian.json")
     eager19_heavy = runs_per_model("speed_eager19_033_{model}_heavy.json")
+    # twenty-first session: each joint block's q/k norms and the streams' concatenation in one pass
+    graphs21_runs = runs_per_model("speed_graphs21_033_{model}_gaussian.json")
+    eager21_runs = runs_per_model("speed_eager21_033_{model}_gaussian.json")
     sections = [header,
+                *([speed_targets(graphs21_runs, "Speed against stock's best, twenty-first session, compiled, ours with "
+                                                "CUDA graphs and the joint q/k pass (8 steps; CUDA-event step times; "
+                                                "speed only)", accuracy=False,
+                                 ours_modes={"compiled": "cuda_graphs"})] if graphs21_runs else []),
+                *([speed_targets(eager21_runs, "Speed against stock's best, twenty-first session, eager, with the "
+                                               "joint q/k pass (8 steps; CUDA-event step times; speed only)",
+                                 accuracy=False)] if eager21_runs else []),
                 *([speed_targets(eager19_runs, "Speed and accuracy against stock's best, nineteenth session, eager, "
                                                "12 steps as issue 11 measured (CUDA-event step times)",
                                  heavy=eager19_heavy)] if eager19_runs else []),
@@ -379,6 +389,14 @@ def build(results_md: Path, chart_png: Path):
                 *(run_table(run, f"SD3.5 {model}, {weights} weights, eager, nineteenth session (ComfyUI 0.33.0, 12 steps)")
                   for weights, runs in (("Gaussian", eager19_runs), ("heavy-tailed", eager19_heavy))
                   for model, run in runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, {mode}, twenty-first session: the joint q/k pass "
+                                 "(eager: against ComfyUI's block mixing, ours_fp8_comfy_mixing; compiled: stock "
+                                 "TorchCompileModel against ours with CUDA graphs) (ComfyUI 0.33.0, 8 steps)")
+                  for mode, runs in (("eager", eager21_runs), ("compiled", graphs21_runs)) for model, run in runs.items()),
+                *([run_table(load("speed_compiled21_033_large_gaussian_profiled.json"),
+                             "SD3.5 Large, Gaussian weights, compiled without CUDA graphs, twenty-first session, "
+                             "one step profiled (ComfyUI 0.33.0, 4 steps)")]
+                  if (RESULTS / "speed_compiled21_033_large_gaussian_profiled.json").exists() else []),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, eighteenth session: stock TorchCompileModel "
                                  "against ours with CUDA graphs and fast FP8 accumulation (ComfyUI 0.33.0, 8 steps)")
                   for model, run in graphs18_runs.items()),
