@@ -17,8 +17,10 @@ KERNEL = "_layer_norm_modulate_quantize_rows_kernel"
 # tiny Medium: block 0 with its second self-attention (qkv, qkv2 and fc1 on the image stream; qkv and fc1
 # on the context stream), block 1 (image: qkv, fc1; context pre-only: qkv)
 FUSED_PER_FORWARD = 3 + 2 + 2 + 1
-# a LoRA's columns from the FP8 rows (quant/kernels/low_rank_rows.py, low_rank_columns.py)
-LORA_KERNEL = "_fp8_rows_columns_kernel"
+# a LoRA's columns from the FP8 rows (quant/kernels/low_rank_rows.py, low_rank_columns.py), or its down
+# projection of them for the epilogue GEMM where the columns would widen the tiny model's 128 inputs by more
+# than low_rank_columns.MAX_COLUMNS_PER_INPUT
+LORA_KERNEL = ("_fp8_rows_columns_kernel", "_fp8_rows_down_kernel")
 # devtools/random_lora.py's LoRA on every joint block's qkv and fc1: all of the above but qkv2
 LORA_LAYERS_PER_FORWARD = FUSED_PER_FORWARD - 1
 
