@@ -393,6 +393,10 @@ def build(results_md: Path, chart_png: Path):
                                  "(eager: against ComfyUI's block mixing, ours_fp8_comfy_mixing; compiled: stock "
                                  "TorchCompileModel against ours with CUDA graphs) (ComfyUI 0.33.0, 8 steps)")
                   for mode, runs in (("eager", eager21_runs), ("compiled", graphs21_runs)) for model, run in runs.items()),
+                *([run_table(load("speed_graphs21_033_large_gaussian_residual_fold.json"),
+                             "SD3.5 Large, Gaussian weights, compiled, twenty-first session, branch residual-fold "
+                             "(not merged): the attention's gated residual in the norm kernel (ComfyUI 0.33.0, 8 steps)")]
+                  if (RESULTS / "speed_graphs21_033_large_gaussian_residual_fold.json").exists() else []),
                 *([run_table(load("speed_compiled21_033_large_gaussian_profiled.json"),
                              "SD3.5 Large, Gaussian weights, compiled without CUDA graphs, twenty-first session, "
                              "one step profiled (ComfyUI 0.33.0, 4 steps)")]
