@@ -14,9 +14,9 @@ import comfy.float
 import comfy.ops
 from comfy.ops import uncast_bias_weight
 
-from ..quant.kernels.compute_path import FP8_ROWWISE, ComputePath
+from ..quant.kernels.compute_path import ComputePath
 from ..quant.kernels.gelu_quantize import GELU_TANH
-from ..quant.kernels.linear_dispatch import fp8_rows_linear_for, linear_for, takes_lora_columns
+from ..quant.kernels.linear_dispatch import fp8_rows_linear_for, linear_for
 from ..quant.kernels.low_rank import lora_beside
 from ..quant.kernels.norm_quantize import layer_norm_modulate_quantize_rows_op
 from ..quant.kernels.opaque_op import compiled_code_launches_kernels
@@ -27,7 +27,7 @@ from .comfy_versions import cast_stored_weight, keep_stored_dtype, lora_side_pat
 class FP8Linear(comfy.ops.manual_cast.Linear):
     compute_path: ComputePath  # set per model by make_fp8_ops
     compute_dtype: torch.dtype  # likewise
-    lora_columns: bool  # likewise: whether a LoRA beside the weight needs its FP8 columns (takes_lora_columns)
+    lora_columns: bool  # likewise: whether a LoRA beside the weight needs its FP8 columns (fp8_rows_kernels)
     # GELU_TANH on an MLP's fc2 whose GELU the loader moved into it (nodes/mlp_gelu.py): the layer
     # then takes the pre-activation input. Quantized layers only; not part of the state dict.
     input_activation = None
@@ -130,10 +130,10 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
 def make_fp8_ops(compute_path: ComputePath, compute_dtype: torch.dtype):
     """An operations class for one model: its Linear knows the model's compute path and dtype."""
     linears = {activation: linear_for(compute_path, activation) for activation in (None, GELU_TANH)}
-    takes_rows = compute_path.name == FP8_ROWWISE and compute_path.triton_kernels
+    takes_rows = compute_path.fp8_rows_kernels
     linear = type("Linear", (FP8Linear,), {
         "compute_path": compute_path, "compute_dtype": compute_dtype, "linears": linears,
-        "lora_columns": takes_lora_columns(compute_path),
+        "lora_columns": takes_rows,
         "norm_modulate_quantize": layer_norm_modulate_quantize_rows_op() if takes_rows else None,
         # a plain function as a class attribute would be bound to the layer
         "fp8_rows_linear": staticmethod(fp8_rows_linear_for(compute_path)) if takes_rows else None})

@@ -29,16 +29,17 @@ class ComputePath:
         return self.name != WEIGHT_ONLY
 
     @property
-    def gelu_quantize_kernel(self):
-        """Whether an MLP's fc2 takes its input's GELU and FP8 quantization from one kernel
-        (gelu_quantize.py)."""
+    def fp8_rows_kernels(self):
+        """Whether the linears take FP8 rows from our one-pass kernels: the GELU and FP8 quantization
+        before an MLP's fc2 (gelu_quantize.py), the norms before qkv and fc1 (norm_quantize.py), and a
+        LoRA beside an FP8 weight as extra FP8 columns of the GEMM (low_rank_columns.py)."""
         return self.name == FP8_ROWWISE and self.triton_kernels
 
     @property
     def summary(self):
         small = (f"; linears on <= {SMALL_M_MAX_ROWS} rows (adaLN modulation): FP8-weight kernel, "
                  f"unquantized activations; q and k RMS norms in one pass" if self.triton_kernels else "")
-        gelu = "; MLP GELU and fc2's activation quantization in one kernel" if self.gelu_quantize_kernel else ""
+        gelu = "; MLP GELU and fc2's activation quantization in one kernel" if self.fp8_rows_kernels else ""
         return f"{self.name}: {self.reason}{small}{gelu}"
 
 

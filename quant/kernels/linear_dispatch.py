@@ -57,7 +57,7 @@ def linear_for(compute_path: ComputePath, input_activation=None):
         return lambda x, weight_fp8, weight_scale, bias, low_rank=None: linear(
             gelu_tanh(x), weight_fp8, weight_scale, bias, low_rank)
 
-    fused_op = gelu_quantize_rows_op() if compute_path.gelu_quantize_kernel else None
+    fused_op = gelu_quantize_rows_op() if compute_path.fp8_rows_kernels else None
 
     def gelu_quantize(x):
         if fused_op is not None and x.is_cuda:
@@ -112,7 +112,7 @@ def fp8_rows_linear_for(compute_path: ComputePath):
     kernels (CUDA): (x_fp8 (rows, in), x_scale (rows, 1), fp8 weight, scale, bias, out_dtype,
     low_rank=None) -> output (rows, out) in out_dtype; low_rank as for linear_for, its down projection
     taken from the FP8 rows (low_rank_rows.py)."""
-    if compute_path.name != FP8_ROWWISE or not compute_path.triton_kernels:
+    if not compute_path.fp8_rows_kernels:
         raise ValueError(f"FP8 rows need the row-wise FP8 path with Triton kernels, not {compute_path}")
     down_projection, with_columns = fp8_rows_down_op(), fp8_rows_columns_op()
     in_gemm = partial(fp8_rows_matmul_low_rank, gemm=fp8_gemm_low_rank_op())
@@ -130,12 +130,6 @@ def fp8_rows_linear_for(compute_path: ComputePath):
             return in_gemm(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up)
         return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype).addmm_(low, up.t())
     return rows_linear
-
-
-def takes_lora_columns(compute_path: ComputePath) -> bool:
-    """Whether this path's linears carry a LoRA as extra FP8 columns of their GEMM (low_rank_columns.py),
-    which lora_beside then makes (with_columns); elsewhere they would only take memory."""
-    return compute_path.name == FP8_ROWWISE and compute_path.triton_kernels
 
 
 def _in_rank_columns(low_rank):

@@ -82,7 +82,7 @@ def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: t
     as ComfyUI computed it, in whatever float dtype it used), or None when the difference is not
     of low rank. dtype: the model's compute dtype; factors stored in it are used as they are, not
     converted on every call. with_columns: also the LoRA as FP8 columns of the layer's GEMM, for the
-    paths that take it so (linear_dispatch.takes_lora_columns), where it fits in them."""
+    paths that take it so (compute_path.ComputePath.fp8_rows_kernels), where it fits in them."""
     real = dequantize_weight(weight_fp8.to(patched.device), weight_scale.to(patched.device))
     rounding = max(torch.finfo(patched.dtype).eps, _FP32_RANGE_FINDING)
     patched = patched.float()

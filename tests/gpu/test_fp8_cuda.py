@@ -128,7 +128,7 @@ def test_small_m_kernel_matches_dequantized_reference(m, k, n, dtype):
 @pytest.mark.parametrize("rows", [8192, 2])  # the many-rows kernels and the few-rows kernel
 def test_a_lora_beside_the_weight_on_the_triton_paths_eager_and_compiled(path, rows):
     from sd35_fp8.quant.kernels.compute_path import ComputePath
-    from sd35_fp8.quant.kernels.linear_dispatch import linear_for, takes_lora_columns
+    from sd35_fp8.quant.kernels.linear_dispatch import linear_for
     from sd35_fp8.quant.kernels.low_rank import lora_beside
     from sd35_fp8.quant.scales import dequantize_weight, quantize_weight
     k, n = 2432, 7296
@@ -139,7 +139,7 @@ def test_a_lora_beside_the_weight_on_the_triton_paths_eager_and_compiled(path, r
     compute_path = ComputePath(path, "test", triton_kernels=True)
     # as ComfyUI hands it over
     side = lora_beside(weight_fp8, scale, dequantize_weight(weight_fp8, scale) + lora,
-                       with_columns=takes_lora_columns(compute_path))
+                       with_columns=compute_path.fp8_rows_kernels)
     assert side is not None and side.up.shape[1] == 16
     linear = linear_for(compute_path)
     x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
