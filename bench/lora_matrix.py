@@ -26,7 +26,6 @@ import time
 import traceback
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from unittest import mock
 
 import torch
 
@@ -171,11 +170,12 @@ def lora_leaves_one_pass_blocks(model):
     linear.takes_fp8_rows = unless_patched
 
 
-def lora_in_epilogue():
+def lora_in_epilogue(model):
     """Ours FP8 with its LoRAs in the Triton GEMM's epilogue, as before they rode in cuBLAS's GEMM as extra
-    columns (the variant ours_fp8_lora_epilogue, an A/B in one process)."""
-    from sd35_fp8.quant.kernels import low_rank_columns
-    return mock.patch.object(low_rank_columns, "LORA_IN_RANK_COLUMNS", False)
+    columns (the variant ours_fp8_lora_epilogue, an A/B in one process): its layers make no columns. Changes
+    the model's own Linear class (nodes/ops.py make_fp8_ops makes one per model)."""
+    from sd35_fp8.nodes.ops import FP8Linear
+    next(type(m) for m in model.model.modules() if isinstance(m, FP8Linear)).lora_columns = False
 
 
 def _add_round(cell, again, latent, latents):
@@ -209,6 +209,8 @@ def run_variant(variant, weights, loras, args, positive, negative, references, c
         base = build("ours_fp8" if variant in A_B_OF_OURS_FP8 else variant, weights)
     if variant == "ours_fp8_lora_unfused":
         lora_leaves_one_pass_blocks(base)
+    if variant == "ours_fp8_lora_epilogue":
+        lora_in_epilogue(base)
     load_s = round(time.perf_counter() - started, 1)
     if compiled:
         # under DynamicVRAM the node compiles a copy outside it, built again through build()'s reload
@@ -310,9 +312,8 @@ def main():
     (args.out / name).write_text(json.dumps(run, indent=1))
     for variant in (v for v in variants if v != "stock_default"):
         compiled = variant.endswith("_compiled")
-        with lora_in_epilogue() if variant == "ours_fp8_lora_epilogue" else nullcontext():
-            run["results"] += run_variant(variant.removesuffix("_compiled"), weights, loras, args, positive, negative,
-                                          references, compiled=compiled)[0]
+        run["results"] += run_variant(variant.removesuffix("_compiled"), weights, loras, args, positive, negative,
+                                      references, compiled=compiled)[0]
         (args.out / name).write_text(json.dumps(run, indent=1))
     print("wrote", args.out / name, flush=True)
     if args.dynamic_vram:

@@ -10,7 +10,6 @@ from .fp8_linear import (dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, 
 from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
 from .low_rank_gemm import (fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, fp8_rows_matmul_low_rank,
                             pays_in_epilogue)
-from . import low_rank_columns
 from .low_rank_columns import fp8_rows_matmul_rank_columns
 from .low_rank_rows import fp8_rows_columns_op, fp8_rows_down_op
 from .row_quantize import activation_rows_quantizer
@@ -32,10 +31,11 @@ def _low_rank_added(linear, activation=None, in_gemm=None):
     in_gemm: the linear with the LoRA inside its GEMM (low_rank_gemm.py), taken for CUDA inputs
     where it pays."""
     def with_low_rank(x, weight_fp8, weight_scale, bias, low_rank=None):
-        if low_rank is not None and in_gemm is not None and x.is_cuda and _in_rank_columns(low_rank):
-            return in_gemm(x, weight_fp8, weight_scale, bias, low_rank, in_columns=True)
-        if low_rank is not None and in_gemm is not None and x.is_cuda and pays_in_epilogue(weight_fp8):
-            return in_gemm(x, weight_fp8, weight_scale, bias, low_rank)
+        if low_rank is not None and in_gemm is not None and x.is_cuda:
+            if low_rank.columns is not None:
+                return in_gemm(x, weight_fp8, weight_scale, bias, low_rank, in_columns=True)
+            if pays_in_epilogue(weight_fp8):
+                return in_gemm(x, weight_fp8, weight_scale, bias, low_rank)
         out = linear(x, weight_fp8, weight_scale, bias)
         if low_rank is None:
             return out
@@ -121,7 +121,7 @@ def fp8_rows_linear_for(compute_path: ComputePath):
         if low_rank is None:
             return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype)
         up, down = low_rank.factors_in(out_dtype)
-        if _in_rank_columns(low_rank):
+        if low_rank.columns is not None:
             x_ext = with_columns(x_fp8, down, low_rank.columns.spread)
             return fp8_rows_matmul_rank_columns(x_ext, x_scale, weight_fp8, weight_scale, bias, out_dtype,
                                                 low_rank.columns)
@@ -130,7 +130,3 @@ def fp8_rows_linear_for(compute_path: ComputePath):
             return in_gemm(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up)
         return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype).addmm_(low, up.t())
     return rows_linear
-
-
-def _in_rank_columns(low_rank):
-    return low_rank.columns is not None and low_rank_columns.LORA_IN_RANK_COLUMNS

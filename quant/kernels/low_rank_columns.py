@@ -29,9 +29,6 @@ from .fp8_linear import FAST_ACCUMULATION, scale_per_output
 # How far a rank's activation column may reach, in standard deviations of a row whose every value sits
 # at the FP8 maximum (the widest spread an FP8 row can have); beyond it the column clamps.
 ACTIVATION_SIGMAS = 3.0
-# The LoRA's path on the row-wise FP8 path with Triton kernels: here (True), or in the Triton GEMM's
-# epilogue (low_rank_gemm.py; the bench's A/B variant ours_fp8_lora_epilogue)
-LORA_IN_RANK_COLUMNS = True
 # torch._scaled_mm takes K in multiples of 16
 _COLUMN_MULTIPLE = 16
 # The columns widen the GEMM's K; beyond a quarter of it the Triton GEMM with the LoRA in its epilogue
