@@ -10,18 +10,24 @@ from devtools.tiny_sd3 import write_diffusion_model
 from tests.nodes.test_loaders import load_diffusion_model, mmdit_output, random_inputs
 
 
+def comfys_blocks(pack, models_dir, variant, block_class):
+    """A tiny model of `variant` through our loader on this CPU, its blocks of block_class (still ComfyUI's
+    class), random bf16 inputs and the model's output on them."""
+    write_diffusion_model(models_dir / "diffusion_models" / f"{variant}.safetensors", variant=variant,
+                          seed=int(torch.randint(0, 10**6, ())))
+    model = load_diffusion_model(pack, f"{variant}.safetensors")
+    blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, block_class)]
+    # the loader swaps them where the compute path has Triton kernels (a CUDA GPU), here not
+    assert blocks and all(type(block) is block_class for block in blocks)
+    inputs = {name: value.bfloat16() for name, value in random_inputs().items()}
+    return model, blocks, inputs, mmdit_output(model, inputs)
+
+
 @pytest.mark.parametrize("variant", ["large", "medium"])
 def test_blocks_run_comfyuis_methods_where_no_layer_takes_fp8_rows(pack, models_dir, variant):
     from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock
     from sd35_fp8.nodes.block_norm_quantize import NormQuantizeBlock, use_norm_quantize_blocks
-    write_diffusion_model(models_dir / "diffusion_models" / f"{variant}.safetensors", variant=variant,
-                          seed=int(torch.randint(0, 10**6, ())))
-    model = load_diffusion_model(pack, f"{variant}.safetensors")
-    blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, DismantledBlock)]
-    # the loader swaps them where the compute path has Triton kernels (a CUDA GPU), here not
-    assert blocks and all(type(block) is DismantledBlock for block in blocks)
-    inputs = {name: value.bfloat16() for name, value in random_inputs().items()}
-    comfys = mmdit_output(model, inputs)
+    model, blocks, inputs, comfys = comfys_blocks(pack, models_dir, variant, DismantledBlock)
     use_norm_quantize_blocks(model.model.diffusion_model)
     assert all(type(block) is NormQuantizeBlock for block in blocks)
     assert torch.equal(mmdit_output(model, inputs), comfys)

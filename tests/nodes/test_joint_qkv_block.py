@@ -5,8 +5,8 @@ bit. tests/gpu/test_joint_qkv.py runs the kernel in the model."""
 import pytest
 import torch
 
-from devtools.tiny_sd3 import write_diffusion_model
-from tests.nodes.test_loaders import load_diffusion_model, mmdit_output, random_inputs
+from tests.nodes.test_block_norm_quantize import comfys_blocks
+from tests.nodes.test_loaders import mmdit_output
 
 
 def test_the_reference_is_what_comfyuis_block_mixing_attends_to(pack):
@@ -38,14 +38,7 @@ def test_joint_blocks_are_comfyuis_where_no_layer_takes_fp8_rows(pack, models_di
     from comfy.ldm.modules.diffusionmodules.mmdit import JointBlock
     from sd35_fp8.nodes.block_norm_quantize import use_norm_quantize_blocks
     from sd35_fp8.nodes.joint_attention import JointQkvBlock, use_joint_qkv_blocks
-    write_diffusion_model(models_dir / "diffusion_models" / f"{variant}.safetensors", variant=variant,
-                          seed=int(torch.randint(0, 10**6, ())))
-    model = load_diffusion_model(pack, f"{variant}.safetensors")
-    blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, JointBlock)]
-    # the loader swaps them where the compute path has Triton kernels (a CUDA GPU), here not
-    assert blocks and all(type(block) is JointBlock for block in blocks)
-    inputs = {name: value.bfloat16() for name, value in random_inputs().items()}
-    comfys = mmdit_output(model, inputs)
+    model, blocks, inputs, comfys = comfys_blocks(pack, models_dir, variant, JointBlock)
     use_norm_quantize_blocks(model.model.diffusion_model)
     use_joint_qkv_blocks(model.model.diffusion_model)
     assert all(type(block) is JointQkvBlock for block in blocks)
