@@ -40,7 +40,7 @@ def norm_configs(width):
     out = torch.empty(rows, width, device="cuda", dtype=FP8_DTYPE)
     out_scale = torch.empty(rows, 1, device="cuda", dtype=torch.float32)
     head, tail = kernels._head_and_tail(width)
-    current = kernels._rows_per_program(TOKENS, width)
+    current = kernels._rows_per_program(TOKENS, width, kernels._NORM_TILE_ELEMENTS)
     moved = x.numel() * 2 + out.numel() + rows * 4
     for rows_per_program in (1, 2, 4, 8):
         for warps in (2, 4, 8, 16):
@@ -51,7 +51,8 @@ def norm_configs(width):
                     num_warps=warps)
             ms = gpu_ms(launch)
             yield {"kernel": "norm_quantize", "rows_per_program": rows_per_program, "warps": warps, "ms": ms,
-                   "tb_per_s": moved / ms / 1e9, "current": rows_per_program == current and warps == 4}
+                   "tb_per_s": moved / ms / 1e9,
+                   "current": rows_per_program == current and warps == kernels._NORM_WARPS}
 
 
 def gelu_configs(hidden):
@@ -66,7 +67,8 @@ def gelu_configs(hidden):
             kernels._gelu_quantize_rows_kernel[(rows,)](x, out, scale, hidden, x.stride(0), FP8_MAX=FP8_MAX,
                                                         MIN_SCALE=MIN_SCALE, HEAD=head, TAIL=tail, num_warps=warps)
         ms = gpu_ms(launch)
-        yield {"kernel": "gelu_quantize", "warps": warps, "ms": ms, "tb_per_s": moved / ms / 1e9, "current": warps == 8}
+        yield {"kernel": "gelu_quantize", "warps": warps, "ms": ms, "tb_per_s": moved / ms / 1e9,
+               "current": warps == kernels._GELU_WARPS}
 
 
 def main():

@@ -45,6 +45,11 @@ def _gelu_quantize_rows_kernel(x_ptr, out_ptr, scale_ptr, n_cols, x_row_stride, 
     tl.store(scale_ptr + row, scale)
 
 
+# On an H200 at SD3.5's 9728 columns 79.3 us in 4 warps against 79.7 in 8, at 6144 47.2 against 52.0;
+# 16 and 32 slower (bench/results/kernels_rows.json)
+_GELU_WARPS = 4
+
+
 def _head_and_tail(cols):
     """cols as a power-of-two head and a power-of-two tail that covers the rest (0: none): one
     power-of-two block would pad SD3.5 Large's 2432 columns to 4096 and its MLP's 9728 to 16384."""
@@ -62,9 +67,8 @@ def gelu_quantize_rows_triton(x2d: torch.Tensor, wrap=launch_directly):
     out = torch.empty((rows, cols), device=x2d.device, dtype=FP8_DTYPE)
     scale = torch.empty((rows, 1), device=x2d.device, dtype=torch.float32)
     head, tail = _head_and_tail(cols)
-    # 8 warps: measured fastest at SD3.5's 6144 and 9728 columns (4 to 32 tried)
     wrap(_gelu_quantize_rows_kernel)[(rows,)](x2d, out, scale, cols, x2d.stride(0), FP8_MAX=FP8_MAX,
-                                              MIN_SCALE=MIN_SCALE, HEAD=head, TAIL=tail, num_warps=8)
+                                              MIN_SCALE=MIN_SCALE, HEAD=head, TAIL=tail, num_warps=_GELU_WARPS)
     return out, scale
 
 
@@ -275,19 +279,23 @@ def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_p
     tl.store(out_scale_ptr + rows, row_scale)
 
 
-# Elements of x one program of the norm kernel holds, in 4 warps. On an H200, 2 x 4096 tokens of
-# SD3.5 Medium (1536 columns): one row a program in 8 warps 25.9 us; in 4 warps, 4 rows 16.2 us and
+# Elements of x one program of the quantization kernel holds, in 4 warps. On an H200, 2 x 4096 tokens
+# of SD3.5 Medium (1536 columns): one row a program in 8 warps 25.9 us; in 4 warps, 4 rows 16.2 us and
 # 8 rows 16.3 and 20.9 us in two runs; Large (2432): 39.8 us against 32.4 and 32.6 us with 4 rows.
-# 8 warps were slower at 1, 2, 4 and 8 rows, both sizes. The quantization kernel, the same loads
-# without the norm, takes the same layout (not timed on its own).
+# 8 warps were slower at 1, 2, 4 and 8 rows, both sizes (timed with the norm kernel, the same loads).
 _ROW_TILE_ELEMENTS = 16384
+# The norm kernel's: 2 warps and one row a program at Large's 2432 columns (28.2 us against 30.8 with
+# 4 rows in 4 warps), two at Medium's 1536 (15.8 us; its best, 4 rows, 14.9). An H200's sweep of 1 to
+# 8 rows in 2 to 16 warps (bench/results/kernels_rows.json, bench/row_kernels.py): 2 warps fastest
+# at every row count at Large, and within 0.2 us at Medium.
+_NORM_TILE_ELEMENTS, _NORM_WARPS = 4096, 2
 
 
-def _rows_per_program(rows_in_all, cols):
+def _rows_per_program(rows_in_all, cols, tile_elements=_ROW_TILE_ELEMENTS):
     """The most rows, a power of two dividing rows_in_all (so no program runs past the end), whose
-    elements fit _ROW_TILE_ELEMENTS; at least one."""
+    elements fit tile_elements; at least one."""
     rows = 1
-    while 2 * rows * cols <= _ROW_TILE_ELEMENTS and rows_in_all % (2 * rows) == 0:
+    while 2 * rows * cols <= tile_elements and rows_in_all % (2 * rows) == 0:
         rows *= 2
     return rows
 
@@ -355,11 +363,11 @@ def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tenso
     out = torch.empty((rows, cols), device=x.device, dtype=FP8_DTYPE)
     out_scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
     # rows of one sample per program: they share its shift and scale
-    rows_per_program = _rows_per_program(tokens, cols)
+    rows_per_program = _rows_per_program(tokens, cols, _NORM_TILE_ELEMENTS)
     head, tail = _head_and_tail(cols)
     wrap(_layer_norm_modulate_quantize_rows_kernel)[(rows // rows_per_program,)](
         x, shift, scale, out, out_scale, cols, tokens, x.stride(1), shift.stride(0), scale.stride(0), EPS=eps,
-        FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROWS=rows_per_program, HEAD=head, TAIL=tail, num_warps=4)
+        FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROWS=rows_per_program, HEAD=head, TAIL=tail, num_warps=_NORM_WARPS)
     return out, out_scale
 
 
