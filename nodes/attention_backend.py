@@ -24,7 +24,7 @@ SMALL_Q_ELEMENTS = 1024 * 128
 CUDNN_FIRST = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 _HOPPER = 9
 # what ComfyUI's wrap_attn adds to every call: not options of the attention itself
-_CALL_CONTEXT = {"transformer_options", "_inside_attn_wrapper"}
+CALL_CONTEXT = {"transformer_options", "_inside_attn_wrapper"}
 
 
 def cudnn_attention_applies(device: torch.device) -> bool:
@@ -47,7 +47,7 @@ def attention_cudnn_first(comfy_attention, q, k, v, heads, mask=None, attn_preci
     """ComfyUI's attention_pytorch with cuDNN first in torch's backend order. Anything else ComfyUI's
     comfy_attention computes, calls with options (scale, GQA) included: versions read them differently;
     so do batches ComfyUI splits (SDP_BATCH_LIMIT)."""
-    if (comfy_attention.__name__ != "attention_pytorch" or mask is not None or kwargs.keys() - _CALL_CONTEXT
+    if (comfy_attention.__name__ != "attention_pytorch" or mask is not None or kwargs.keys() - CALL_CONTEXT
             or not q.is_cuda or q.nelement() < SMALL_Q_ELEMENTS or q.shape[0] > attention.SDP_BATCH_LIMIT):
         return comfy_attention(q, k, v, heads, mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
                                skip_output_reshape=skip_output_reshape, **kwargs)
