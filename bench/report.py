@@ -20,7 +20,11 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "st
           "ours_fp8_inductor_quantize": "ours FP8 matmul, compiled activation quantization all Inductor's",
           "ours_fp8_comfy_cast": "ours FP8 matmul, ComfyUI's weight cast on every call",
           "ours_fp8_promoted_accum": "ours FP8 matmul, torch._scaled_mm promoting its partial sums",
-          "ours_fp8_comfy_mixing": "ours FP8 matmul, ComfyUI's block mixing (q and k norms, then concatenations)"}
+          "ours_fp8_comfy_mixing": "ours FP8 matmul, ComfyUI's block mixing (q and k norms, then concatenations)",
+          "ours_fp8_attention_fp8_emulated": "ours FP8 matmul, attention rounded as FP8 attention (torch emulation)",
+          "ours_fp8_attention_int8_qk_emulated": "ours FP8 matmul, attention with int8 q/k and FP8 p/v (torch "
+                                                 "emulation)",
+          "ours_fp8_fp8_attention": "ours FP8 matmul, FP8 attention kernel"}
 # runs before the thirteenth session waited for the GPU at every step and timed the host up to that wait
 HOST_COLUMN = {"synchronized": "host s/step to queue it", "cuda_events": "host s/step"}
 # the chart's bars: every variant of a full run (the A/B variants run only when named)
@@ -292,7 +296,26 @@ def build(results_md: Path, chart_png: Path):
     # twenty-first session: each joint block's q/k norms and the streams' concatenation in one pass
     graphs21_runs = runs_per_model("speed_graphs21_033_{model}_gaussian.json")
     eager21_runs = runs_per_model("speed_eager21_033_{model}_gaussian.json")
+    # twenty-second session: the row kernels' launch configurations retuned; FP8 attention
+    graphs22_runs = runs_per_model("speed_graphs22_033_{model}_gaussian.json")
+    runs22 = [(name, title) for name, title in (
+        ("speed_graphs22_033_large_gaussian_fp8_attention.json",
+         "SD3.5 Large, Gaussian weights, twenty-second session: ours with CUDA graphs and the FP8 attention kernel "
+         "(ours_fp8_fp8_attention), its own process after the run above (ComfyUI 0.33.0, 8 steps)"),
+        ("speed_eager22_033_large_gaussian_attention_emulated.json",
+         "SD3.5 Large, Gaussian weights, eager, twenty-second session: attention rounded as FP8 attention kernels "
+         "would round it, in torch (bench/attention_emulation.py; accuracy only, the emulation's time means nothing) "
+         "(ComfyUI 0.33.0, 12 steps)"),
+        ("speed_graphs22_033_large_gaussian_profiled.json",
+         "SD3.5 Large, twenty-second session, ours with CUDA graphs, 3 steps profiled (ComfyUI 0.33.0, 4 steps)"),
+        ("speed_graphs22_033_medium_gaussian_profiled.json",
+         "SD3.5 Medium, twenty-second session, ours with CUDA graphs, 3 steps profiled (ComfyUI 0.33.0, 4 steps)"))
+        if (RESULTS / name).exists()]
     sections = [header,
+                *([speed_targets(graphs22_runs, "Speed against stock's best, twenty-second session, compiled, ours "
+                                                "with CUDA graphs and the row kernels retuned (8 steps; CUDA-event "
+                                                "step times; speed only)", accuracy=False,
+                                 ours_modes={"compiled": "cuda_graphs"})] if graphs22_runs else []),
                 *([speed_targets(graphs21_runs, "Speed against stock's best, twenty-first session, compiled, ours with "
                                                 "CUDA graphs and the joint q/k pass (8 steps; CUDA-event step times; "
                                                 "speed only)", accuracy=False,
@@ -389,6 +412,11 @@ def build(results_md: Path, chart_png: Path):
                 *(run_table(run, f"SD3.5 {model}, {weights} weights, eager, nineteenth session (ComfyUI 0.33.0, 12 steps)")
                   for weights, runs in (("Gaussian", eager19_runs), ("heavy-tailed", eager19_heavy))
                   for model, run in runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, twenty-second session: stock "
+                                 "TorchCompileModel against ours with CUDA graphs, the row kernels retuned (ComfyUI "
+                                 "0.33.0, 8 steps)")
+                  for model, run in graphs22_runs.items()),
+                *(run_table(load(name), title) for name, title in runs22),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, {mode}, twenty-first session: the joint q/k pass "
                                  "(eager: against ComfyUI's block mixing, ours_fp8_comfy_mixing; compiled: stock "
                                  "TorchCompileModel against ours with CUDA graphs) (ComfyUI 0.33.0, 8 steps)")
