@@ -2,8 +2,8 @@
 kernel (what our models run otherwise, nodes/attention_backend.py) at SD3.5's joint attention shapes
 (1024x1024 with CFG: batch 2, 4096 image + 154 context tokens, head dim 64), over the kernel's launch
 configurations, with TFLOP/s (4 x batch x heads x tokens^2 x head_dim) and the relative error of each
-against fp32 attention. The K/V quantization pass is timed with the kernel. GPU time alone (CUDA
-graph replay).
+against fp32 attention. The K/V quantization pass is timed with the kernel, and alone. GPU time alone
+(CUDA graph replay).
 
   python bench/fp8_attention_kernels.py --out bench/results/kernels_fp8_attention.json
 """
@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 from devtools.numerics import relative_error  # noqa: E402
-from sd35_fp8.quant.kernels.triton_attention import DEFAULT_CONFIG, fp8_attention_triton  # noqa: E402
+from sd35_fp8.quant.kernels.triton_attention import (DEFAULT_CONFIG, fp8_attention_triton,  # noqa: E402
+                                                     quantize_kv_blocks)
 
 SHAPES = [("Large", 38), ("Medium", 24)]
 BATCH, TOKENS, HEAD_DIM = 2, 4096 + 154, 64
@@ -57,6 +58,9 @@ def main():
         ms = gpu_ms(cudnn)
         rows.append({"shape": name, "kernel": "cudnn_sdpa_bf16", "ms": ms, "tflops": flops / ms / 1e9,
                      "error": relative_error(cudnn(), exact)})
+        print(json.dumps(rows[-1]), flush=True)
+        ms = gpu_ms(lambda: quantize_kv_blocks(k, v, heads, DEFAULT_CONFIG[1]))
+        rows.append({"shape": name, "kernel": "k/v quantization alone", "block_n": DEFAULT_CONFIG[1], "ms": ms})
         print(json.dumps(rows[-1]), flush=True)
         for config in CONFIGS if name == args.all_configs_for else [DEFAULT_CONFIG]:
             try:

@@ -108,6 +108,24 @@ def _fp8_attention_kernel(q_ptr, k8_ptr, v8t_ptr, k_scale_ptr, v_scale_ptr, out_
              + head * HEAD_DIM + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=inside)
 
 
+def quantize_kv_blocks(k: torch.Tensor, v: torch.Tensor, heads: int, block_n: int, wrap=launch_directly):
+    """k and v (batch, tokens, heads x head_dim) as e4m3fn in blocks of block_n tokens of each head:
+    k8 (batch x heads, padded tokens, head_dim), v8t (batch x heads, head_dim, padded tokens) and their
+    fp32 scales (batch x heads, blocks); the padding is zeros."""
+    batch, tokens, width = k.shape
+    head_dim = int(width) // heads
+    padded_tokens = triton.cdiv(tokens, block_n) * block_n
+    blocks = padded_tokens // block_n
+    k8 = torch.empty((batch * heads, padded_tokens, head_dim), device=k.device, dtype=FP8_DTYPE)
+    v8t = torch.empty((batch * heads, head_dim, padded_tokens), device=k.device, dtype=FP8_DTYPE)
+    k_scale = torch.empty((batch * heads, blocks), device=k.device, dtype=torch.float32)
+    v_scale = torch.empty_like(k_scale)
+    wrap(_quantize_kv_blocks_kernel)[(blocks, batch * heads)](
+        k, v, k8, v8t, k_scale, v_scale, tokens, padded_tokens, heads, k.stride(0), k.stride(1), v.stride(0),
+        v.stride(1), FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, HEAD_DIM=head_dim, BLOCK_N=block_n, num_warps=4)
+    return k8, v8t, k_scale, v_scale
+
+
 def fp8_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, config=DEFAULT_CONFIG,
                          wrap=launch_directly) -> torch.Tensor:
     """Same as fp8_attention.fp8_attention_reference up to the online softmax's order, for CUDA tensors
@@ -118,18 +136,10 @@ def fp8_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head
     batch, tokens, width = q.shape
     # a Python int under torch.compile too (it specializes on the width): the kernel's constants derive from it
     head_dim = int(width) // heads
-    padded_tokens = triton.cdiv(tokens, block_n) * block_n
-    blocks = padded_tokens // block_n
-    k8 = torch.empty((batch * heads, padded_tokens, head_dim), device=q.device, dtype=FP8_DTYPE)
-    v8t = torch.empty((batch * heads, head_dim, padded_tokens), device=q.device, dtype=FP8_DTYPE)
-    k_scale = torch.empty((batch * heads, blocks), device=q.device, dtype=torch.float32)
-    v_scale = torch.empty_like(k_scale)
-    wrap(_quantize_kv_blocks_kernel)[(blocks, batch * heads)](
-        k, v, k8, v8t, k_scale, v_scale, tokens, padded_tokens, heads, k.stride(0), k.stride(1), v.stride(0),
-        v.stride(1), FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, HEAD_DIM=head_dim, BLOCK_N=block_n, num_warps=4)
+    k8, v8t, k_scale, v_scale = quantize_kv_blocks(k, v, heads, block_n, wrap)
     out = torch.empty((batch, tokens, width), device=q.device, dtype=q.dtype)
     wrap(_fp8_attention_kernel)[(triton.cdiv(tokens, block_m), batch * heads)](
-        q, k8, v8t, k_scale, v_scale, out, tokens, padded_tokens, heads, q.stride(0), q.stride(1), out.stride(0),
+        q, k8, v8t, k_scale, v_scale, out, tokens, k8.shape[1], heads, q.stride(0), q.stride(1), out.stride(0),
         out.stride(1), SOFTMAX_SCALE=head_dim ** -0.5 * LOG2_E, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, P_SHIFT=P_SHIFT,
         HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
     return out
