@@ -27,7 +27,7 @@ from sd35_fp8.quant.kernels.triton_attention import (DEFAULT_CONFIG, fp8_attenti
 SHAPES = [("Large", 38), ("Medium", 24)]
 BATCH, TOKENS, HEAD_DIM = 2, 4096 + 154, 64
 # (BLOCK_M, BLOCK_N, warps, stages)
-CONFIGS = [(m, n, 8 if m == 128 else 4, s) for m, n, s in itertools.product((64, 128), (64, 128), (2, 3))]
+CONFIGS = [(m, n, 8 if m == 128 else 4, s) for m, n, s in itertools.product((64, 128), (64, 128), (2, 3, 4))]
 
 
 def gpu_ms(fn):
