@@ -33,9 +33,10 @@ def _quantize_kv_blocks_kernel(k_ptr, v_ptr, k8_ptr, v8t_ptr, k_scale_ptr, v_sca
     cols = tl.arange(0, HEAD_DIM)
     inside = rows[:, None] < tokens
     source_rows = rows[:, None].to(tl.int64)
-    k = tl.load(k_ptr + batch.to(tl.int64) * k_batch_stride + source_rows * k_row_stride + head * HEAD_DIM + cols[None, :],
+    columns = head * HEAD_DIM + cols[None, :]
+    k = tl.load(k_ptr + batch.to(tl.int64) * k_batch_stride + source_rows * k_row_stride + columns,
                 mask=inside, other=0.0).to(tl.float32)
-    v = tl.load(v_ptr + batch.to(tl.int64) * v_batch_stride + source_rows * v_row_stride + head * HEAD_DIM + cols[None, :],
+    v = tl.load(v_ptr + batch.to(tl.int64) * v_batch_stride + source_rows * v_row_stride + columns,
                 mask=inside, other=0.0).to(tl.float32)
     k_scale = tl.maximum(tl.max(tl.max(tl.abs(k), axis=1), axis=0) / FP8_MAX, MIN_SCALE)
     v_scale = tl.maximum(tl.max(tl.max(tl.abs(v), axis=1), axis=0) / FP8_MAX, MIN_SCALE)
@@ -72,8 +73,8 @@ def _attend_block(acc, row_sum, row_max, q8, row_factor, k_head, v_head, k_scale
 @triton.jit
 def _fp8_attention_kernel(q_ptr, k8_ptr, v8t_ptr, k_scale_ptr, v_scale_ptr, out_ptr, tokens, padded_tokens, heads,
                           q_batch_stride, q_row_stride, out_batch_stride, out_row_stride,
-                          SOFTMAX_SCALE: tl.constexpr, FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, P_SHIFT: tl.constexpr,
-                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                          SOFTMAX_SCALE: tl.constexpr, FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr,
+                          P_SHIFT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     batch_head = tl.program_id(1)
     batch = batch_head // heads
     head = batch_head % heads
