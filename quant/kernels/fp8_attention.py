@@ -21,7 +21,8 @@ from ..scales import FP8_DTYPE, FP8_MAX, absmax_scale
 from .opaque_op import OpaqueToCompile
 
 _OP_NAME = "sd35_fp8::fp8_attention"
-HEAD_DIMS = (16, 32, 64, 128)
+# SD3.5's (every size); the kernel's tests run it there only
+HEAD_DIMS = (64,)
 
 
 def fp8_attention_on(device: torch.device) -> bool:

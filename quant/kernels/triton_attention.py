@@ -130,9 +130,9 @@ def quantize_kv_blocks(k: torch.Tensor, v: torch.Tensor, heads: int, block_n: in
 def fp8_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, config=DEFAULT_CONFIG,
                          wrap=launch_directly) -> torch.Tensor:
     """Same as fp8_attention.fp8_attention_reference up to the online softmax's order, for CUDA tensors
-    (batch, tokens, heads x head_dim) whose last dimension is contiguous, head_dim a power of two from 16
-    to 128. config: (BLOCK_M, BLOCK_N, warps, stages); wrap: the launcher (torch.library.wrap_triton
-    inside a triton_op)."""
+    (batch, tokens, heads x head_dim) whose last dimension is contiguous, head_dim a power of two of at
+    least 16 (tested at 64). config: (BLOCK_M, BLOCK_N, warps, stages); wrap: the launcher
+    (torch.library.wrap_triton inside a triton_op)."""
     block_m, block_n, warps, stages = config
     batch, tokens, width = q.shape
     # a Python int under torch.compile too (it specializes on the width): the kernel's constants derive from it
