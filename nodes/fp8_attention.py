@@ -14,8 +14,9 @@ OVERRIDE_KEY = "optimized_attention_override"
 def attention_fp8_first(fp8_attention, fallback, comfy_attention, q, k, v, heads, mask=None, attn_precision=None,
                         skip_reshape=False, skip_output_reshape=False, **kwargs):
     """fp8_attention (the op) for unmasked attention over q, k, v of one shape in ComfyUI's (batch,
-    tokens, heads x head_dim) layout; fallback(comfy_attention, ...) or comfy_attention(...) otherwise."""
-    if (mask is None and not skip_reshape and not skip_output_reshape and not kwargs.keys() - CALL_CONTEXT
+    tokens, heads x head_dim) layout, where no precision is asked for (ComfyUI's upcast option);
+    fallback(comfy_attention, ...) or comfy_attention(...) otherwise."""
+    if (mask is None and attn_precision is None and not skip_reshape and not skip_output_reshape and not kwargs.keys() - CALL_CONTEXT
             and q.shape == k.shape == v.shape and all(t.stride(-1) == 1 for t in (q, k, v))
             and fp8_attention_applies(q, heads)):
         return fp8_attention(q, k, v, heads)

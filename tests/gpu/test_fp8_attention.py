@@ -80,5 +80,8 @@ def test_the_override_takes_unmasked_calls_and_passes_on_the_rest():
     # compiled code launches the same kernel: the same values
     assert torch.equal(torch.compile(attend)(q, k, v), out)
     masked = attend(q, k, v, torch.zeros(700, 700, device="cuda", dtype=torch.bfloat16))
-    assert passed_on[-1] is True
+    assert passed_on == [True]
+    # a precision asked for (ComfyUI's --force-upcast-attention): not FP8
+    optimized_attention(q, k, v, 4, attn_precision=torch.float32, transformer_options=options)
+    assert passed_on == [True, False]
     assert relative_error(masked, exact_attention(q, k, v, 4)) <= 0.01  # ComfyUI's bf16 attention
