@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from devtools.numerics import relative_error
+from tests.quant.kernels.test_fp8_attention import exact_attention
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
@@ -14,12 +15,6 @@ pytestmark = pytest.mark.skipif(
 
 def attention_inputs(heads, tokens=4096 + 154, magnitude=1.0):
     return [(torch.randn(2, tokens, heads * 64, device="cuda") * magnitude).bfloat16() for _ in range(3)]
-
-
-def exact_attention(q, k, v, heads):
-    batch, tokens, width = q.shape
-    q, k, v = (t.float().reshape(batch, tokens, heads, -1).transpose(1, 2) for t in (q, k, v))
-    return torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, tokens, width)
 
 
 @pytest.mark.parametrize("magnitude", [1.0, 3.0])  # near-uniform and peaked softmax rows
