@@ -24,7 +24,8 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "st
           "ours_fp8_attention_fp8_emulated": "ours FP8 matmul, attention rounded as FP8 attention (torch emulation)",
           "ours_fp8_attention_int8_qk_emulated": "ours FP8 matmul, attention with int8 q/k and FP8 p/v (torch "
                                                  "emulation)",
-          "ours_fp8_fp8_attention": "ours FP8 matmul, FP8 attention kernel"}
+          "ours_fp8_fp8_attention": "ours FP8 matmul, FP8 attention kernel",
+          "ours_fp8_bf16_attention": "ours FP8 matmul, bf16 attention (cuDNN first)"}
 # runs before the thirteenth session waited for the GPU at every step and timed the host up to that wait
 HOST_COLUMN = {"synchronized": "host s/step to queue it", "cuda_events": "host s/step"}
 # the chart's bars: every variant of a full run (the A/B variants run only when named)

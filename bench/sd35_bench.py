@@ -50,12 +50,12 @@ VARIANTS = ("stock_default", "stock_fp8", "stock_fp8_fast", "ours_weight_only", 
 # quant/kernels/fp8_linear.py `FAST_ACCUMULATION`; ours FP8 with ComfyUI's block mixing (q and k norms, then
 # the concatenations), as before nodes/joint_attention.py; ours FP8 with its attention rounded as an FP8
 # attention kernel would round it, or with int8 q and k (bench/attention_emulation.py: accuracy only); ours
-# FP8 with its attention as FP8 products (nodes/fp8_attention.py).
+# FP8 with its attention in bf16, as before nodes/fp8_attention.py.
 AB_VARIANTS = ("ours_fp8_custom_ops", "ours_fp8_comfy_qk_norm", "ours_fp8_transposed_tokens",
                "ours_fp8_comfy_attention", "ours_fp8_comfy_blocks", "ours_fp8_conditioning_per_step",
                "ours_fp8_inductor_quantize", "ours_fp8_comfy_cast", "ours_fp8_promoted_accum",
                "ours_fp8_comfy_mixing", "ours_fp8_attention_fp8_emulated", "ours_fp8_attention_int8_qk_emulated",
-               "ours_fp8_fp8_attention")
+               "ours_fp8_bf16_attention")
 EMULATED_ATTENTION = {"ours_fp8_attention_fp8_emulated": "fp8", "ours_fp8_attention_int8_qk_emulated": "int8"}
 STOCK_OPTIONS = {"stock_default": {}, "stock_fp8": {"dtype": torch.float8_e4m3fn},
                  "stock_fp8_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
@@ -99,6 +99,7 @@ def build(variant, weights, disable_dynamic=False):
         total = sum(t.numel() for t in weights.values())
         model, _, _ = build_fp8_model(iter(weights.items()), len(weights), total, "bench", "random weights",
                                       POLICIES["fp8_default"], force_weight_only=variant == "ours_weight_only",
+                                      fp8_attention=variant != "ours_fp8_bf16_attention",
                                       disable_dynamic=disable_dynamic)
         if variant == "ours_fp8_comfy_qk_norm":
             comfyui_qk_norms(model.model.diffusion_model)
@@ -114,9 +115,6 @@ def build(variant, weights, disable_dynamic=False):
             from bench.attention_emulation import emulated_attention_override
             model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = \
                 emulated_attention_override(EMULATED_ATTENTION[variant])
-        if variant == "ours_fp8_fp8_attention":
-            from sd35_fp8.nodes.fp8_attention import use_fp8_attention
-            assert use_fp8_attention(model, model.load_device), "this GPU has no FP8 tensor cores"
         if variant == "ours_fp8_conditioning_per_step":
             import comfy.patcher_extension
             from sd35_fp8.nodes.conditioning_on_device import WRAPPER_KEY

@@ -24,6 +24,7 @@ from .comfy_versions import build_diffusion_model, register_reload
 from .block_norm_quantize import use_norm_quantize_blocks
 from .joint_attention import use_joint_qkv_blocks
 from .conditioning_on_device import keep_conditioning_on_device
+from .fp8_attention import use_fp8_attention
 from .mlp_gelu import move_gelu_into_fc2
 from .ops import make_fp8_ops
 from .qk_norm import use_one_pass_qk_norm
@@ -53,8 +54,9 @@ def compute_path_for_device(device, force_weight_only=False):
 
 
 def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_name, policy,
-                    force_weight_only=False, disable_dynamic=False):
+                    force_weight_only=False, fp8_attention=True, disable_dynamic=False):
     """Quantizes (name, tensor) pairs as they arrive and builds ComfyUI's SD3 model from them;
+    fp8_attention: the attention as FP8 products where the GPU has them (nodes/fp8_attention.py);
     disable_dynamic: outside DynamicVRAM (comfy_versions.build_diffusion_model).
 
     Returns (ModelPatcher, QuantReport, ComputePath)."""
@@ -77,33 +79,37 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
         use_one_pass_qk_norm(model.model.diffusion_model)
         use_norm_quantize_blocks(model.model.diffusion_model)
         use_joint_qkv_blocks(model.model.diffusion_model)
-    attention = ""
+    attention = "ComfyUI's"
     if cudnn_attention_applies(device):
         use_cudnn_attention(model)
-        attention = "; attention: torch SDPA, cuDNN's kernel first"
+        attention = "torch SDPA, cuDNN's kernel first"
+    if fp8_attention and compute_path.triton_kernels and use_fp8_attention(model, device):
+        attention = f"FP8 products where the kernel takes the call, else {attention}"
+    elif fp8_attention:
+        attention += " (FP8 attention needs a CUDA GPU of compute capability 8.9+ with Triton)"
     keep_conditioning_on_device(model)
-    logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s%s", source_name, report.summary(model_name),
+    logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s; attention: %s", source_name, report.summary(model_name),
                  str(compute_dtype).replace("torch.", ""), compute_path.summary, attention)
     return model, report, compute_path
 
 
-def load_mmdit(header, contents, policy, force_weight_only=False, disable_dynamic=False):
+def load_mmdit(header, contents, policy, force_weight_only=False, fp8_attention=True, disable_dynamic=False):
     keys = contents.mmdit_keys
     parameters = sum(math.prod(header.tensors[k].shape) for k in keys)
     source_name = f"{os.path.basename(header.path)} ({contents.mmdit_storage})"
     model, report, _ = build_fp8_model(read_mmdit(header, contents), len(contents.mmdit_plan), parameters,
                                        contents.mmdit.model_name, source_name, policy, force_weight_only,
-                                       disable_dynamic)
+                                       fp8_attention, disable_dynamic)
     # for the save node (nodes/save.py); clones of the ModelPatcher share `model.model`
     model.model.sd35_fp8_origin = ModelOrigin(header.files, contents.mmdit.model_name, policy, report)
-    register_reload(model, reload_mmdit, (header.path, policy, force_weight_only))
+    register_reload(model, reload_mmdit, (header.path, policy, force_weight_only, fp8_attention))
     return model
 
 
-def reload_mmdit(path, policy, force_weight_only, disable_dynamic=False):
+def reload_mmdit(path, policy, force_weight_only, fp8_attention, disable_dynamic=False):
     """The MMDiT of the file at path, loaded again as load_mmdit loaded it (ComfyUI's reload factory)."""
     header, contents = open_sd35_file(path)
-    return load_mmdit(header, contents, policy, force_weight_only, disable_dynamic)
+    return load_mmdit(header, contents, policy, force_weight_only, fp8_attention, disable_dynamic)
 
 
 def load_vae(header, contents):

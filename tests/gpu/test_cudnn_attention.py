@@ -78,8 +78,16 @@ def test_the_loader_installs_it_on_hopper():
     from devtools.tiny_sd3 import mmdit_state_dict
     import_comfy_in_process()
     from sd35_fp8.nodes.attention_backend import attention_cudnn_first
+    from sd35_fp8.nodes.fp8_attention import attention_fp8_first
     from sd35_fp8.nodes.model_loading import build_fp8_model
     from sd35_fp8.quant.policy import POLICIES
     weights = mmdit_state_dict("medium", depth=2, prefix="")
-    model, _, _ = build_fp8_model(iter(weights.items()), len(weights), 0, "tiny", "tiny", POLICIES["fp8_default"])
-    assert model.model_options["transformer_options"]["optimized_attention_override"] is attention_cudnn_first
+
+    def override(**options):
+        model, _, _ = build_fp8_model(iter(weights.items()), len(weights), 0, "tiny", "tiny", POLICIES["fp8_default"],
+                                      **options)
+        return model.model_options["transformer_options"]["optimized_attention_override"]
+    assert override(fp8_attention=False) is attention_cudnn_first
+    # FP8 attention in front of it (the loader's default): calls its kernel does not take go to cuDNN first
+    fp8_first = override()
+    assert fp8_first.func is attention_fp8_first and fp8_first.args[1] is attention_cudnn_first

@@ -1,4 +1,6 @@
 """Our loader nodes inside the real ComfyUI (in-process), on tiny SD3.5-layout checkpoints."""
+import logging
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -201,7 +203,6 @@ def test_a_lora_beside_the_weight_is_not_applied_again_per_call(lora_on_fp8_laye
 def test_a_lora_for_another_model_family_is_skipped_as_stock_skips_it(pack, models_dir, tmp_path, caplog):
     """An SDXL LoRA on our SD3.5 model: ComfyUI warns for each key it cannot place and the model
     computes exactly what it computed without it."""
-    import logging
     import folder_paths
     import nodes
     write_checkpoint(models_dir / "checkpoints" / "other_family.safetensors", clip_l=False, vae=False)
@@ -308,3 +309,34 @@ def test_comfyui_can_load_our_vae_again(pack, models_dir):
     assert copy.model is not vae.patcher.model
     loaded, again = vae.patcher.model.state_dict(), copy.model.state_dict()
     assert loaded.keys() == again.keys() and all(torch.equal(again[k], v) for k, v in loaded.items())
+
+
+def _load_with_attention(pack, models_dir, caplog, attention):
+    write_diffusion_model(models_dir / "diffusion_models" / "att.safetensors", variant="medium")
+    with caplog.at_level(logging.INFO):
+        model, = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load("att.safetensors", "fp8_default",
+                                                                               attention=attention)
+    return model
+
+
+@pytest.mark.parametrize("attention", ["fp8", "bf16"])
+def test_the_attention_choice_is_reported_where_it_cannot_apply(pack, models_dir, caplog, attention):
+    """FP8 attention needs a CUDA GPU with FP8 tensor cores (tests/gpu/test_cudnn_attention.py checks it
+    is installed there): on the CPU either choice loads ComfyUI's attention, and the log says why fp8 did
+    not take."""
+    assert pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"].INPUT_TYPES()["optional"]["attention"][1][
+        "default"] == "fp8"
+    model = _load_with_attention(pack, models_dir, caplog, attention)
+    assert "optimized_attention_override" not in model.model_options.get("transformer_options", {})
+    assert "attention: ComfyUI's" in caplog.text
+    assert ("FP8 attention needs a CUDA GPU" in caplog.text) == (attention == "fp8")
+
+
+@pytest.mark.parametrize("attention", ["fp8", "bf16"])
+def test_a_copy_built_again_keeps_the_attention_choice(pack, models_dir, caplog, attention):
+    model = _load_with_attention(pack, models_dir, caplog, attention)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        built_again(model)
+    assert "attention: ComfyUI's" in caplog.text
+    assert ("FP8 attention needs a CUDA GPU" in caplog.text) == (attention == "fp8")
