@@ -62,7 +62,8 @@ class Workflow:
 
 def loader(ckpt_name, compute="auto"):
     return Node("ckpt", "SD35FP8CheckpointLoader", {"ckpt_name": ckpt_name, "policy": "fp8_default",
-                                                    "compute": compute, "text_encoders": "as stored"}, min_size=(340, 0))
+                                                    "compute": compute, "text_encoders": "as stored", "attention": "fp8"},
+                min_size=(340, 0))
 
 
 def text_encoders(preset="full (L+G+T5)"):
