@@ -16,10 +16,13 @@ def attention_fp8_first(fp8_attention, fallback, comfy_attention, q, k, v, heads
     """fp8_attention (the op) for unmasked attention over q, k, v of one shape in ComfyUI's (batch,
     tokens, heads x head_dim) layout, where no precision is asked for (ComfyUI's upcast option);
     fallback(comfy_attention, ...) or comfy_attention(...) otherwise."""
-    if (mask is None and attn_precision is None and not skip_reshape and not skip_output_reshape and not kwargs.keys() - CALL_CONTEXT
-            and q.shape == k.shape == v.shape and all(t.stride(-1) == 1 for t in (q, k, v))
+    # ComfyUI's split_qkv leaves v as (batch, tokens, heads, head_dim), which its attention views as ours
+    flat_v = v.flatten(2) if v.dim() == 4 else v
+    if (mask is None and attn_precision is None and not skip_reshape and not skip_output_reshape
+            and not kwargs.keys() - CALL_CONTEXT
+            and q.shape == k.shape == flat_v.shape and all(t.stride(-1) == 1 for t in (q, k, flat_v))
             and fp8_attention_applies(q, heads)):
-        return fp8_attention(q, k, v, heads)
+        return fp8_attention(q, k, flat_v, heads)
     arguments = dict(mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
                      skip_output_reshape=skip_output_reshape, **kwargs)
     if fallback is None:

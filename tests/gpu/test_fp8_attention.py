@@ -1,16 +1,23 @@
 """FP8 attention (quant/kernels/fp8_attention.py, nodes/fp8_attention.py) on a real GPU: the Triton
 kernel at SD3.5's joint attention shapes against its reference and against fp32 attention, the op
 through torch's checks, and the override in eager and compiled calls. CI has no GPU: every test here
-skips there (tests/quant/kernels/test_fp8_attention.py runs the kernel under Triton's interpreter)."""
+skips there (tests/quant/kernels/test_fp8_attention.py runs the kernel under Triton's interpreter); and
+the loader's model, whose default it is, sampling with it eager and compiled against the same model with
+bf16 attention."""
 import pytest
 import torch
 
 from devtools.numerics import relative_error
+from tests.gpu.test_norm_quantize import sample_one_step
 from tests.quant.kernels.test_fp8_attention import exact_attention
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
     reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9); CI has no GPU")
+
+
+KERNEL = "_fp8_attention_kernel"
+ATTENTION_CALLS = 3  # the tiny Medium MMDiT's: two joint attentions and block 0's attn2 (v 4-D there)
 
 
 def attention_inputs(heads, tokens=4096 + 154, magnitude=1.0):
@@ -74,9 +81,47 @@ def test_the_override_takes_unmasked_calls_and_passes_on_the_rest():
     assert relative_error(out, exact_attention(q, k, v, 4)) <= 0.08
     # compiled code launches the same kernel: the same values
     assert torch.equal(torch.compile(attend)(q, k, v), out)
+    # v as ComfyUI's split_qkv leaves it, (batch, tokens, heads, head_dim): the kernel too
+    assert torch.equal(attend(q, k, v.view(2, 700, 4, 64)), out)
+    assert passed_on == []
     masked = attend(q, k, v, torch.zeros(700, 700, device="cuda", dtype=torch.bfloat16))
     assert passed_on == [True]
     # a precision asked for (ComfyUI's --force-upcast-attention): not FP8
     optimized_attention(q, k, v, 4, attn_precision=torch.float32, transformer_options=options)
     assert passed_on == [True, False]
     assert relative_error(masked, exact_attention(q, k, v, 4)) <= 0.01  # ComfyUI's bf16 attention
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """The tiny Medium MMDiT through the diffusion-model loader: with its default attention (fp8), and
+    with bf16."""
+    from devtools.comfy_host import import_comfy_in_process
+    from devtools.tiny_sd3 import write_diffusion_model
+    pack = import_comfy_in_process()
+    import folder_paths
+    folder = tmp_path_factory.mktemp("diffusion_models")
+    folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
+    write_diffusion_model(folder / "tiny_medium_attention.safetensors", variant="medium")
+    loader = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]()
+    return (loader.load("tiny_medium_attention.safetensors", "fp8_default")[0],
+            loader.load("tiny_medium_attention.safetensors", "fp8_default", attention="bf16")[0])
+
+
+def test_the_loaders_model_attends_in_fp8_eager_and_compiled(models):
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    fp8, bf16 = models
+    eager, eager_calls = sample_one_step(fp8, kernel=KERNEL)
+    # cond and uncond in one batch: one forward, or two where ComfyUI splits them
+    assert eager_calls in (ATTENTION_CALLS, 2 * ATTENTION_CALLS)
+    reference, reference_calls = sample_one_step(bf16, kernel=KERNEL)
+    assert reference_calls == 0
+    compiled_model = fp8.clone()
+    set_torch_compile_wrapper(model=compiled_model, backend="inductor")
+    compiled, compiled_calls = sample_one_step(compiled_model, warm_up=True, kernel=KERNEL)
+    assert compiled_calls == eager_calls
+    print(f"FP8 against bf16 attention, latent: eager {relative_error(eager, reference):.5f}, "
+          f"compiled {relative_error(compiled, reference):.5f}")
+    # the tiny model's latent moves 0.007 on the CPU with the reference's rounding in every attention
+    assert relative_error(eager, reference) <= 0.05
+    assert relative_error(compiled, reference) <= 0.05
