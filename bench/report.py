@@ -156,6 +156,8 @@ def targets(large, compiled_runs, heavy, medium, cap):
     return "\n".join(lines) + "\n"
 
 
+# the twenty-third session's Medium runs before FP8 attention took v as ComfyUI's split_qkv leaves it (75b789e)
+ATTN2_BF16 = "; Medium's 13 attn2 calls a forward still in bf16 (before 75b789e)"
 # issue 11: (model, mode, which stock variants count, target ratio of ours to the best of them)
 SPEED_TARGETS = (("Large", "compiled", ("stock_default", "stock_fp8", "stock_fp8_fast"), 0.77),
                  ("Large", "eager", ("stock_default", "stock_fp8", "stock_fp8_fast"), 0.85),
@@ -297,6 +299,18 @@ def build(results_md: Path, chart_png: Path):
     # twenty-first session: each joint block's q/k norms and the streams' concatenation in one pass
     graphs21_runs = runs_per_model("speed_graphs21_033_{model}_gaussian.json")
     eager21_runs = runs_per_model("speed_eager21_033_{model}_gaussian.json")
+    # twenty-third session: FP8 attention in the loaders (ours_fp8 has it; ours_fp8_bf16_attention is the A/B)
+    graphs23_runs = runs_per_model("speed_graphs23_033_{model}_gaussian.json")
+    eager23_runs = runs_per_model("speed_eager23_033_{model}_gaussian.json")
+    eager23_heavy = runs_per_model("speed_eager23_033_{model}_heavy.json")
+    runs23 = [(name, title) for name, title in (
+        ("speed_eager23_033_medium_gaussian_v4d.json",
+         "SD3.5 Medium, Gaussian weights, eager, twenty-third session, final code (FP8 attention takes attn2's "
+         "4-D v too), with FP8 attention and without, on the machine of the next table (ComfyUI 0.33.0, 8 steps)"),
+        ("speed_eager23_033_medium_gaussian_b12f2c6.json",
+         "SD3.5 Medium, Gaussian weights, eager, twenty-third session: commit b12f2c6 (the code that ran 0.0601 "
+         "s/step in the twenty-first session), same machine and call as the table above (ComfyUI 0.33.0, 8 steps)"))
+        if (RESULTS / name).exists()]
     # twenty-second session: the row kernels' launch configurations retuned; FP8 attention
     graphs22_runs = runs_per_model("speed_graphs22_033_{model}_gaussian.json")
     runs22 = [(name, title) for name, title in (
@@ -313,6 +327,13 @@ def build(results_md: Path, chart_png: Path):
          "SD3.5 Medium, twenty-second session, ours with CUDA graphs, 3 steps profiled (ComfyUI 0.33.0, 4 steps)"))
         if (RESULTS / name).exists()]
     sections = [header,
+                *([speed_targets(graphs23_runs, "Speed against stock's best, twenty-third session, compiled, ours "
+                                                "with CUDA graphs and FP8 attention (8 steps; CUDA-event step times; "
+                                                "speed only)", accuracy=False,
+                                 ours_modes={"compiled": "cuda_graphs"})] if graphs23_runs else []),
+                *([speed_targets(eager23_runs, "Speed and accuracy against stock's best, twenty-third session, eager, "
+                                               "ours with FP8 attention, 12 steps as issue 11 measured (CUDA-event "
+                                               "step times)", heavy=eager23_heavy)] if eager23_runs else []),
                 *([speed_targets(graphs22_runs, "Speed against stock's best, twenty-second session, compiled, ours "
                                                 "with CUDA graphs and the row kernels retuned (8 steps; CUDA-event "
                                                 "step times; speed only)", accuracy=False,
@@ -417,6 +438,17 @@ def build(results_md: Path, chart_png: Path):
                                  "TorchCompileModel against ours with CUDA graphs, the row kernels retuned (ComfyUI "
                                  "0.33.0, 8 steps)")
                   for model, run in graphs22_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, twenty-third session: stock "
+                                 "TorchCompileModel against ours with CUDA graphs, with FP8 attention (ours_fp8) and "
+                                 f"without (ours_fp8_bf16_attention){ATTN2_BF16 if model == 'Medium' else ''} "
+                                 "(ComfyUI 0.33.0, 8 steps)")
+                  for model, run in graphs23_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, {weights} weights, eager, twenty-third session, with FP8 "
+                                 "attention (ours_fp8) and without (ours_fp8_bf16_attention)"
+                                 f"{ATTN2_BF16 if model == 'Medium' else ''} (ComfyUI 0.33.0, 12 steps)")
+                  for weights, runs in (("Gaussian", eager23_runs), ("heavy-tailed", eager23_heavy))
+                  for model, run in runs.items()),
+                *(run_table(load(name), title) for name, title in runs23),
                 *(run_table(load(name), title) for name, title in runs22),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, {mode}, twenty-first session: the joint q/k pass "
                                  "(eager: against ComfyUI's block mixing, ours_fp8_comfy_mixing; compiled: stock "
