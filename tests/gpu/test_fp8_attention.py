@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from devtools.numerics import relative_error
+from tests.gpu.test_gelu_quantize import tiny_medium_models
 from tests.gpu.test_norm_quantize import sample_one_step
 from tests.quant.kernels.test_fp8_attention import exact_attention
 
@@ -96,16 +97,7 @@ def test_the_override_takes_unmasked_calls_and_passes_on_the_rest():
 def models(tmp_path_factory):
     """The tiny Medium MMDiT through the diffusion-model loader: with its default attention (fp8), and
     with bf16."""
-    from devtools.comfy_host import import_comfy_in_process
-    from devtools.tiny_sd3 import write_diffusion_model
-    pack = import_comfy_in_process()
-    import folder_paths
-    folder = tmp_path_factory.mktemp("diffusion_models")
-    folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
-    write_diffusion_model(folder / "tiny_medium_attention.safetensors", variant="medium")
-    loader = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]()
-    return (loader.load("tiny_medium_attention.safetensors", "fp8_default")[0],
-            loader.load("tiny_medium_attention.safetensors", "fp8_default", attention="bf16")[0])
+    return tuple(tiny_medium_models(tmp_path_factory, "fp8", "bf16"))
 
 
 def test_the_loaders_model_attends_in_fp8_eager_and_compiled(models):

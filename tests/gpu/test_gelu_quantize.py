@@ -53,22 +53,27 @@ def test_the_custom_op_passes_torchs_checks():
     torch.library.opcheck(gelu_quantize_rows_op().op, (fc1_outputs(300, 1536),))
 
 
+def tiny_medium_models(tmp_path_factory, *attentions):
+    """The tiny Medium MMDiT through the diffusion-model loader, once for each `attention` input given."""
+    from devtools.comfy_host import import_comfy_in_process
+    from devtools.tiny_sd3 import write_diffusion_model
+    pack = import_comfy_in_process()
+    import folder_paths
+    folder = tmp_path_factory.mktemp("diffusion_models")
+    folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
+    write_diffusion_model(folder / "tiny_medium.safetensors", variant="medium")
+    loader = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]()
+    return [loader.load("tiny_medium.safetensors", "fp8_default", attention=attention)[0] for attention in attentions]
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """The tiny Medium MMDiT through the diffusion-model loader, on the GPU, with ComfyUI's attention: the
     tests that compare our blocks with ComfyUI's hold attention out, as FP8 attention's per-row
     quantization of q turns an ulp between the two into FP8 steps (tests/gpu/test_fp8_attention.py
     runs the loader's default)."""
-    from devtools.comfy_host import import_comfy_in_process
-    from devtools.tiny_sd3 import write_diffusion_model
-    pack = import_comfy_in_process()
+    model, = tiny_medium_models(tmp_path_factory, "bf16")
     import comfy.model_management
-    import folder_paths
-    folder = tmp_path_factory.mktemp("diffusion_models")
-    folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
-    write_diffusion_model(folder / "tiny_medium.safetensors", variant="medium")
-    loader = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]()
-    model = loader.load("tiny_medium.safetensors", "fp8_default", attention="bf16")[0]
     comfy.model_management.load_models_gpu([model])
     return model
 
