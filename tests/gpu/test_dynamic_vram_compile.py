@@ -15,8 +15,10 @@ from devtools.comfy_host import REPO
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="DynamicVRAM needs a CUDA GPU; CI has none")
 # Compiled, Inductor keeps the norm and modulation intermediates in fp32 where eager rounds them to
 # bf16, so some activations land on the other side of an fp8 rounding step (tests/gpu/test_fp8_cuda.py,
-# tests/gpu/test_gelu_quantize.py): 0.033 measured here on an H200, ComfyUI 0.33.0.
-COMPILED_BOUND = 0.04
+# tests/gpu/test_gelu_quantize.py): 0.033 measured here on an H200, ComfyUI 0.33.0, with bf16 attention in
+# Medium's attn2; 0.041 once FP8 attention ran in every attention call (75b789e), where q, k, v and the
+# softmax weights are rounded to fp8 too.
+COMPILED_BOUND = 0.05
 
 
 def test_torch_compile_model_node_on_our_model_with_a_lora(tmp_path):
