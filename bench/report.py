@@ -255,6 +255,11 @@ def runs_per_model(name):
     return {model: load(file) for model, file in files.items() if (RESULTS / file).exists()}
 
 
+def titled_runs(*names_and_titles):
+    """The (result file, table title) pairs whose file exists."""
+    return [(name, title) for name, title in names_and_titles if (RESULTS / name).exists()]
+
+
 def build(results_md: Path, chart_png: Path):
     """Writes the results page to results_md and its chart to chart_png."""
     large, heavy, cap = load("large_gaussian.json"), load("large_heavy.json"), load("large_gaussian_cap8.json")
@@ -303,17 +308,26 @@ def build(results_md: Path, chart_png: Path):
     graphs23_runs = runs_per_model("speed_graphs23_033_{model}_gaussian.json")
     eager23_runs = runs_per_model("speed_eager23_033_{model}_gaussian.json")
     eager23_heavy = runs_per_model("speed_eager23_033_{model}_heavy.json")
-    runs23 = [(name, title) for name, title in (
+    runs23 = titled_runs(
         ("speed_eager23_033_medium_gaussian_v4d.json",
          "SD3.5 Medium, Gaussian weights, eager, twenty-third session, final code (FP8 attention takes attn2's "
          "4-D v too), with FP8 attention and without, on the machine of the next table (ComfyUI 0.33.0, 8 steps)"),
         ("speed_eager23_033_medium_gaussian_b12f2c6.json",
          "SD3.5 Medium, Gaussian weights, eager, twenty-third session: commit b12f2c6 (the code that ran 0.0601 "
          "s/step in the twenty-first session), same machine and call as the table above (ComfyUI 0.33.0, 8 steps)"))
-        if (RESULTS / name).exists()]
+    # twenty-fourth session: Medium with FP8 attention in every call (attn2 too), eager on two machines
+    graphs24_runs = runs_per_model("speed_graphs24_033_{model}_gaussian.json")
+    eager24_runs = runs_per_model("speed_eager24_033_{model}_gaussian.json")
+    runs24 = titled_runs(
+        ("speed_eager24_033_medium_gaussian_third_call.json",
+         "SD3.5 Medium, Gaussian weights, eager, twenty-fourth session, the same run on another machine (the "
+         "session's third call; ours first) (ComfyUI 0.33.0, 12 steps)"),
+        ("speed_eager24_033_medium_gaussian_profiled.json",
+         "SD3.5 Medium, Gaussian weights, eager, twenty-fourth session, one step of each of ours under cProfile "
+         "(the first call's machine; ComfyUI 0.33.0, 4 steps)"))
     # twenty-second session: the row kernels' launch configurations retuned; FP8 attention
     graphs22_runs = runs_per_model("speed_graphs22_033_{model}_gaussian.json")
-    runs22 = [(name, title) for name, title in (
+    runs22 = titled_runs(
         ("speed_graphs22_033_large_gaussian_fp8_attention.json",
          "SD3.5 Large, Gaussian weights, twenty-second session: ours with CUDA graphs and the FP8 attention kernel "
          "(ours_fp8_fp8_attention), its own process after the run above (ComfyUI 0.33.0, 8 steps)"),
@@ -325,8 +339,18 @@ def build(results_md: Path, chart_png: Path):
          "SD3.5 Large, twenty-second session, ours with CUDA graphs, 3 steps profiled (ComfyUI 0.33.0, 4 steps)"),
         ("speed_graphs22_033_medium_gaussian_profiled.json",
          "SD3.5 Medium, twenty-second session, ours with CUDA graphs, 3 steps profiled (ComfyUI 0.33.0, 4 steps)"))
-        if (RESULTS / name).exists()]
     sections = [header,
+                *([speed_targets(graphs24_runs, "Speed against stock's best, twenty-fourth session, compiled, ours "
+                                                "with CUDA graphs and FP8 attention in every call (8 steps; "
+                                                "CUDA-event step times; speed only)", accuracy=False,
+                                 ours_modes={"compiled": "cuda_graphs"})] if graphs24_runs else []),
+                *([speed_targets(eager24_runs, "Speed and accuracy against stock's best, twenty-fourth session, "
+                                               "eager, ours with FP8 attention in every call, 12 steps (CUDA-event "
+                                               "step times; the session's first machine)")] if eager24_runs else []),
+                *([speed_targets({"Medium": load("speed_eager24_033_medium_gaussian_third_call.json")},
+                                 "Speed and accuracy against stock's best, twenty-fourth session, eager, the same run "
+                                 "on the session's third machine, ours run first (12 steps; CUDA-event step times)")]
+                  if (RESULTS / "speed_eager24_033_medium_gaussian_third_call.json").exists() else []),
                 *([speed_targets(graphs23_runs, "Speed against stock's best, twenty-third session, compiled, ours "
                                                 "with CUDA graphs and FP8 attention (8 steps; CUDA-event step times; "
                                                 "speed only)", accuracy=False,
@@ -448,6 +472,14 @@ def build(results_md: Path, chart_png: Path):
                                  f"{ATTN2_BF16 if model == 'Medium' else ''} (ComfyUI 0.33.0, 12 steps)")
                   for weights, runs in (("Gaussian", eager23_runs), ("heavy-tailed", eager23_heavy))
                   for model, run in runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, twenty-fourth session: stock "
+                                 "TorchCompileModel against ours with CUDA graphs and FP8 attention in every call "
+                                 "(the bf16-attention variant was cut by the call's time limit) (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in graphs24_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, twenty-fourth session, with FP8 attention "
+                                 "(ours_fp8) and without (ours_fp8_bf16_attention) (ComfyUI 0.33.0, 12 steps)")
+                  for model, run in eager24_runs.items()),
+                *(run_table(load(name), title) for name, title in runs24),
                 *(run_table(load(name), title) for name, title in runs23),
                 *(run_table(load(name), title) for name, title in runs22),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, {mode}, twenty-first session: the joint q/k pass "
