@@ -24,7 +24,8 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ou
 # cuDNN's bf16 attention (the default then); the nineteenth session's others differ from those only in ours
 # FP8's LoRA path (LoRAs in the Triton GEMM's epilogue, not as columns of cuBLAS's), as each one's note says.
 # Tables of older code (analysis_lora.md says which) come after them.
-CURRENT_TABLES = ("lora_033_DynamicVRAM_fp8_attention24.json", "lora_033_DynamicVRAM_profiled24.json", "lora_0375.json", "lora_033_no_DynamicVRAM.json", "lora_033_no_DynamicVRAM_cap8.json",
+CURRENT_TABLES = ("lora_033_DynamicVRAM_fp8_attention24.json", "lora_033_DynamicVRAM_profiled24.json",
+                  "lora_0375.json", "lora_033_no_DynamicVRAM.json", "lora_033_no_DynamicVRAM_cap8.json",
                   "lora_033_DynamicVRAM.json", "lora_033_DynamicVRAM_counted20.json", "lora_033_DynamicVRAM_cap8.json",
                   "lora_033_DynamicVRAM_profiled20.json")
 # The criteria of the LoRA issue, for this pack's variants

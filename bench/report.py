@@ -318,10 +318,8 @@ def build(results_md: Path, chart_png: Path):
     # twenty-fourth session: Medium with FP8 attention in every call (attn2 too), eager on two machines
     graphs24_runs = runs_per_model("speed_graphs24_033_{model}_gaussian.json")
     eager24_runs = runs_per_model("speed_eager24_033_{model}_gaussian.json")
+    eager24_third_call = runs_per_model("speed_eager24_033_{model}_gaussian_third_call.json")
     runs24 = titled_runs(
-        ("speed_eager24_033_medium_gaussian_third_call.json",
-         "SD3.5 Medium, Gaussian weights, eager, twenty-fourth session, the same run on another machine (the "
-         "session's third call; ours first) (ComfyUI 0.33.0, 12 steps)"),
         ("speed_eager24_033_medium_gaussian_profiled.json",
          "SD3.5 Medium, Gaussian weights, eager, twenty-fourth session, one step of each of ours under cProfile "
          "(the first call's machine; ComfyUI 0.33.0, 4 steps)"))
@@ -347,10 +345,10 @@ def build(results_md: Path, chart_png: Path):
                 *([speed_targets(eager24_runs, "Speed and accuracy against stock's best, twenty-fourth session, "
                                                "eager, ours with FP8 attention in every call, 12 steps (CUDA-event "
                                                "step times; the session's first machine)")] if eager24_runs else []),
-                *([speed_targets({"Medium": load("speed_eager24_033_medium_gaussian_third_call.json")},
-                                 "Speed and accuracy against stock's best, twenty-fourth session, eager, the same run "
-                                 "on the session's third machine, ours run first (12 steps; CUDA-event step times)")]
-                  if (RESULTS / "speed_eager24_033_medium_gaussian_third_call.json").exists() else []),
+                *([speed_targets(eager24_third_call, "Speed and accuracy against stock's best, twenty-fourth "
+                                                     "session, eager, the same run on the session's third machine, "
+                                                     "ours run first (12 steps; CUDA-event step times)")]
+                  if eager24_third_call else []),
                 *([speed_targets(graphs23_runs, "Speed against stock's best, twenty-third session, compiled, ours "
                                                 "with CUDA graphs and FP8 attention (8 steps; CUDA-event step times; "
                                                 "speed only)", accuracy=False,
@@ -479,6 +477,9 @@ def build(results_md: Path, chart_png: Path):
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, twenty-fourth session, with FP8 attention "
                                  "(ours_fp8) and without (ours_fp8_bf16_attention) (ComfyUI 0.33.0, 12 steps)")
                   for model, run in eager24_runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, twenty-fourth session, the same run on "
+                                 "another machine (the session's third call; ours first) (ComfyUI 0.33.0, 12 steps)")
+                  for model, run in eager24_third_call.items()),
                 *(run_table(load(name), title) for name, title in runs24),
                 *(run_table(load(name), title) for name, title in runs23),
                 *(run_table(load(name), title) for name, title in runs22),
