@@ -10,7 +10,7 @@ from .fp8_linear import (dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, 
 from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
 from .low_rank_gemm import (fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, fp8_rows_matmul_low_rank,
                             pays_in_epilogue)
-from .low_rank_columns import fp8_rows_matmul_rank_columns
+from .low_rank_columns import adds_after_gemm, fp8_rows_matmul_rank_columns
 from .low_rank_rows import fp8_rows_columns_op, fp8_rows_down_op
 from .row_quantize import activation_rows_quantizer
 from .small_m_linear import small_m_linear_op, use_small_m_kernel
@@ -31,7 +31,8 @@ def _low_rank_added(linear, activation=None, in_gemm=None):
     in_gemm: the linear with the LoRA inside its GEMM (low_rank_gemm.py), taken for CUDA inputs
     where it pays."""
     def with_low_rank(x, weight_fp8, weight_scale, bias, low_rank=None):
-        if low_rank is not None and in_gemm is not None and x.is_cuda:
+        if (low_rank is not None and in_gemm is not None and x.is_cuda
+                and not adds_after_gemm(x.numel() // x.shape[-1], x.shape[-1])):
             if low_rank.columns is not None:
                 return in_gemm(x, weight_fp8, weight_scale, bias, low_rank, in_columns=True)
             if pays_in_epilogue(weight_fp8):
@@ -121,12 +122,13 @@ def fp8_rows_linear_for(compute_path: ComputePath):
         if low_rank is None:
             return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype)
         up, down = low_rank.factors_in(out_dtype)
-        if low_rank.columns is not None:
+        after = adds_after_gemm(*x_fp8.shape)
+        if low_rank.columns is not None and not after:
             x_ext = with_columns(x_fp8, down, low_rank.columns.spread)
             return fp8_rows_matmul_rank_columns(x_ext, x_scale, weight_fp8, weight_scale, bias, out_dtype,
                                                 low_rank.columns)
         low = down_projection(x_fp8, x_scale, down)
-        if pays_in_epilogue(weight_fp8):
+        if not after and pays_in_epilogue(weight_fp8):
             return in_gemm(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up)
         return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype).addmm_(low, up.t())
     return rows_linear

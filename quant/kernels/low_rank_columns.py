@@ -17,6 +17,7 @@ everywhere), and the columns take ACTIVATION_SIGMAS of that. Rows of SD3.5's act
 a quarter as wide (their largest value about four times their rms), so that is about 12 of their
 standard deviations; what lies beyond clamps.
 The LoRA's term is then rounded to FP8 once more than the epilogue's (about 2-3% of that term).
+Columns beyond those the range needs carry the rank split further, which makes that rounding smaller.
 """
 import math
 from typing import NamedTuple
@@ -31,6 +32,11 @@ from .fp8_linear import FAST_ACCUMULATION, scale_per_output
 ACTIVATION_SIGMAS = 3.0
 # torch._scaled_mm takes K in multiples of 16
 _COLUMN_MULTIPLE = 16
+# cuBLAS's FP8 GEMM runs a K of 16 mod 32 about a fifth slower than the next multiple of 32, and multiples
+# of 64 the fastest: on an H200, Large's x qkv (8192 rows x K -> 7296) took 0.229 ms at K = 2432, 0.280 at
+# 2432 + 80 columns and 0.242 at 2432 + 128; its fc1 0.306, 0.373 and 0.321 (bench/results/
+# lora_columns_width.json). So the columns fill K up to a multiple of this where that fits.
+_K_MULTIPLE = 64
 # The columns widen the GEMM's K; beyond a quarter of it the Triton GEMM with the LoRA in its epilogue
 # is the cheaper (on an H200 it took 0.297 ms for SD3.5 Large's x qkv and 0.404 for fc1 where cuBLAS took
 # 0.231 and 0.309, about 30% more: bench/results/kernels_lora.json). A rank-16 LoRA that changes Large's
@@ -52,9 +58,10 @@ def rank_columns(up: torch.Tensor, down: torch.Tensor, weight_scale: torch.Tenso
     tiny = torch.finfo(torch.float32).tiny
     b_max = b.abs().amax(dim=0).clamp_min(tiny)
     a_max = (FP8_MAX * ACTIVATION_SIGMAS * torch.linalg.vector_norm(down, dim=1)).clamp_min(tiny)
-    split = max(1, math.ceil(float((a_max * b_max).max()) / FP8_MAX ** 2))
+    needed = max(1, math.ceil(float((a_max * b_max).max()) / FP8_MAX ** 2))
+    columns = _width(down.shape[1], rank * needed)
+    split = columns // rank
     balance = (a_max / b_max).sqrt() * math.sqrt(split)
-    columns = -(-rank * split // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
     padding = columns - rank * split
     up_columns = (b * (balance / split)).repeat_interleave(split, dim=1)
     up_fp8 = torch.nn.functional.pad(up_columns, (0, padding)).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
@@ -65,9 +72,28 @@ def rank_columns(up: torch.Tensor, down: torch.Tensor, weight_scale: torch.Tenso
     return RankColumns(up_fp8.contiguous(), spread)
 
 
+def _width(in_features: int, needed: int) -> int:
+    """The columns for a layer with in_features inputs whose LoRA needs `needed` of them: up to the next
+    multiple of _K_MULTIPLE of the GEMM's K where that fits in the layer's limit, else the next multiple of 16."""
+    aligned = -(-(in_features + needed) // _K_MULTIPLE) * _K_MULTIPLE - in_features
+    if aligned <= MAX_COLUMNS_PER_INPUT * in_features:
+        return aligned
+    return -(-needed // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
+
+
 def fits_in_columns(columns: RankColumns, in_features: int) -> bool:
     """Whether a layer with in_features inputs takes its LoRA as these columns (else in the epilogue)."""
     return columns.up_fp8.shape[1] <= MAX_COLUMNS_PER_INPUT * in_features
+
+
+def adds_after_gemm(rows: int, in_features: int) -> bool:
+    """Whether a call on `rows` rows adds its LoRA after the GEMM (an addmm_ over the output) rather than
+    joining the weight with the LoRA's columns: the join reads and writes the whole FP8 weight (2 bytes an
+    element of it), the addmm_ the output in 16 bits (4 bytes an element), so it pays below in_features / 2
+    rows. On an H200 the context stream of SD3.5 Large (308 rows) paid 23-25 us a layer in columns, join and
+    column kernel, against 10-11 us added after; the image stream's 8192 rows 41 against 111
+    (bench/results/lora_columns_width.json, kernels_lora.json)."""
+    return 2 * rows <= in_features
 
 
 def low_columns(low: torch.Tensor, x_scale: torch.Tensor, columns: RankColumns) -> torch.Tensor:
