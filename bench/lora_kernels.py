@@ -6,7 +6,7 @@ included); and GPU times alone (CUDA graph replay) of the parts: cuBLAS's FP8 GE
 call it (fast accumulation, quant/kernels/fp8_linear.py), the LoRA's down projection from the bf16
 input and from the FP8 rows (quant/kernels/low_rank_rows.py, the one-pass blocks' path) and its
 addmm_, the Triton GEMMs with the LoRA in the epilogue (TMA loads and plain loads), and the LoRA as extra
-FP8 columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py: the rows extended, then the GEMM).
+FP8 columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py: the columns written after the rows, then the GEMM).
 
   python bench/lora_kernels.py --out bench/results/kernels_lora.json
 """
@@ -77,11 +77,13 @@ def main():
         low = x @ side.down.t()
         out = plain()
         columns = rank_columns(side.up, side.down, scale)
-        x_ext = fp8_rows_columns_triton(x_fp8, side.down, columns.spread)
+        x_ext = torch.empty((m, k + columns.up_fp8.shape[1]), device="cuda", dtype=x_fp8.dtype)
+        x_ext[:, :k] = x_fp8
+        fp8_rows_columns_triton(x_ext, k, side.down, columns.spread)
         gpu = {"cublas_fp8_gemm": lambda: fp8_rows_matmul(x_fp8, x_scale, weight_fp8, scale, bias, torch.bfloat16),
                "down_projection": lambda: x @ side.down.t(),
                "down_from_fp8_rows": lambda: fp8_rows_down_triton(x_fp8, x_scale, side.down),
-               "rows_with_lora_columns": lambda: fp8_rows_columns_triton(x_fp8, side.down, columns.spread),
+               "lora_columns_into_rows": lambda: fp8_rows_columns_triton(x_ext, k, side.down, columns.spread),
                "cublas_fp8_gemm_with_lora_columns": lambda: fp8_rows_matmul_rank_columns(
                    x_ext, x_scale, weight_fp8, scale, bias, torch.bfloat16, columns),
                "addmm_up": lambda: out.addmm_(low, side.up.t()),

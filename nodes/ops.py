@@ -16,9 +16,8 @@ from comfy.ops import uncast_bias_weight
 
 from ..quant.kernels.compute_path import ComputePath
 from ..quant.kernels.gelu_quantize import GELU_TANH
-from ..quant.kernels.linear_dispatch import fp8_rows_linear_for, linear_for
+from ..quant.kernels.linear_dispatch import linear_for, norm_rows_linear_for
 from ..quant.kernels.low_rank import lora_beside
-from ..quant.kernels.norm_quantize import layer_norm_modulate_quantize_rows_op
 from ..quant.kernels.opaque_op import compiled_code_launches_kernels
 from ..quant.kernels.small_m_linear import SMALL_M_MAX_ROWS
 from .comfy_versions import cast_stored_weight, keep_stored_dtype, lora_side_path
@@ -31,12 +30,10 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
     # GELU_TANH on an MLP's fc2 whose GELU the loader moved into it (nodes/mlp_gelu.py): the layer
     # then takes the pre-activation input. Quantized layers only; not part of the state dict.
     input_activation = None
-    # per model, on the row-wise FP8 path with Triton: (x, shift, scale, eps) -> FP8 rows of
-    # modulate(layer_norm(x)) (quant/kernels/norm_quantize.py), and the linear that takes such rows
-    # (quant/kernels/linear_dispatch.py fp8_rows_linear_for), resolved outside compiled code, which
-    # then calls them; None elsewhere
-    norm_modulate_quantize = None
-    fp8_rows_linear = None
+    # per model, on the row-wise FP8 path with Triton: the linear on FP8 rows of modulate(layer_norm(x))
+    # made in one pass (quant/kernels/linear_dispatch.py norm_rows_linear_for), resolved outside compiled
+    # code, which then calls it; None elsewhere
+    norm_rows_linear = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -71,17 +68,16 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         where compiled code launches our kernels itself, on more rows than the small-row kernel takes. A
         LoRA beside the weight takes its input from the same FP8 rows."""
         return (self.weight_scale is not None and self.input_activation is None
-                and self.norm_modulate_quantize is not None
+                and self.norm_rows_linear is not None
                 and x.is_cuda and (not torch.compiler.is_compiling() or compiled_code_launches_kernels())
                 and x.numel() > SMALL_M_MAX_ROWS * x.shape[-1])
 
     def forward_norm_modulated(self, x, shift, scale, eps):
         """This layer on modulate(layer_norm(x), shift, scale), normalized, modulated and quantized to
         FP8 rows in one pass; only where takes_fp8_rows(x). The output has x's dtype and leading shape."""
-        x_fp8, x_scale = self.norm_modulate_quantize(x, shift, scale, eps)
         weight, bias, offload_stream = cast_stored_weight(self, x)
-        out = self.fp8_rows_linear(x_fp8, x_scale, weight, self._weight_scale_on(x.device), bias, x.dtype,
-                                   lora_side_path(self, weight))
+        out = self.norm_rows_linear(x, shift, scale, eps, weight, self._weight_scale_on(x.device), bias,
+                                    lora_side_path(self, weight))
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out.reshape(*x.shape[:-1], weight.shape[0])
 
@@ -134,7 +130,6 @@ def make_fp8_ops(compute_path: ComputePath, compute_dtype: torch.dtype):
     linear = type("Linear", (FP8Linear,), {
         "compute_path": compute_path, "compute_dtype": compute_dtype, "linears": linears,
         "lora_columns": takes_rows,
-        "norm_modulate_quantize": layer_norm_modulate_quantize_rows_op() if takes_rows else None,
         # a plain function as a class attribute would be bound to the layer
-        "fp8_rows_linear": staticmethod(fp8_rows_linear_for(compute_path)) if takes_rows else None})
+        "norm_rows_linear": staticmethod(norm_rows_linear_for(compute_path)) if takes_rows else None})
     return type("FP8Ops", (comfy.ops.manual_cast,), {"Linear": linear})

@@ -11,7 +11,9 @@ from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op,
 from .low_rank_gemm import (fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, fp8_rows_matmul_low_rank,
                             pays_in_epilogue)
 from .low_rank_columns import adds_after_gemm, fp8_rows_matmul_rank_columns
-from .low_rank_rows import fp8_rows_columns_op, fp8_rows_down_op
+from .low_rank_rows import fp8_rows_down_op
+from .norm_quantize import (layer_norm_modulate_quantize_rows, layer_norm_modulate_quantize_rows_columns_op,
+                            layer_norm_modulate_quantize_rows_op)
 from .row_quantize import activation_rows_quantizer
 from .small_m_linear import small_m_linear_op, use_small_m_kernel
 
@@ -108,27 +110,32 @@ def _linear_for(compute_path: ComputePath):
     return linear
 
 
-def fp8_rows_linear_for(compute_path: ComputePath):
-    """The model's linear for inputs already quantized to FP8 rows, on the row-wise FP8 path with Triton
-    kernels (CUDA): (x_fp8 (rows, in), x_scale (rows, 1), fp8 weight, scale, bias, out_dtype,
-    low_rank=None) -> output (rows, out) in out_dtype; low_rank as for linear_for, its down projection
-    taken from the FP8 rows (low_rank_rows.py)."""
+def norm_rows_linear_for(compute_path: ComputePath):
+    """The model's linear on modulate(layer_norm(x), shift, scale), normalized, modulated and quantized to
+    FP8 rows in one pass (norm_quantize.py), on the row-wise FP8 path with Triton kernels (CUDA; CPU tensors,
+    in tests, take the reference norm): (x (batch, tokens, in), shift and scale (batch, in), eps, fp8
+    weight, scale, bias, low_rank=None) -> output (rows, out) in x's dtype. low_rank as for linear_for,
+    taken from the FP8 rows: as extra columns of the GEMM that the norm leaves room for, or its down
+    projection of them (low_rank_rows.py) in the epilogue GEMM or added after."""
     if not compute_path.fp8_rows_kernels:
         raise ValueError(f"FP8 rows need the row-wise FP8 path with Triton kernels, not {compute_path}")
-    down_projection, with_columns = fp8_rows_down_op(), fp8_rows_columns_op()
+    norm, norm_with_columns = layer_norm_modulate_quantize_rows_op(), layer_norm_modulate_quantize_rows_columns_op()
+    down_projection = fp8_rows_down_op()
     in_gemm = partial(fp8_rows_matmul_low_rank, gemm=fp8_gemm_low_rank_op())
 
-    def rows_linear(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype, low_rank=None):
-        if low_rank is None:
-            return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype)
-        up, down = low_rank.factors_in(out_dtype)
-        after = adds_after_gemm(*x_fp8.shape)
-        if low_rank.columns is not None and not after:
-            x_ext = with_columns(x_fp8, down, low_rank.columns.spread)
-            return fp8_rows_matmul_rank_columns(x_ext, x_scale, weight_fp8, weight_scale, bias, out_dtype,
+    def norm_rows_linear(x, shift, scale, eps, weight_fp8, weight_scale, bias, low_rank=None):
+        after = low_rank is not None and adds_after_gemm(x.shape[0] * x.shape[1], x.shape[2])
+        if low_rank is not None and low_rank.columns is not None and not after:
+            x_ext, x_scale = norm_with_columns(x, shift, scale, eps, low_rank.factors_in(x.dtype)[1],
+                                               low_rank.columns.spread)
+            return fp8_rows_matmul_rank_columns(x_ext, x_scale, weight_fp8, weight_scale, bias, x.dtype,
                                                 low_rank.columns)
+        x_fp8, x_scale = (norm if x.is_cuda else layer_norm_modulate_quantize_rows)(x, shift, scale, eps)
+        if low_rank is None:
+            return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, x.dtype)
+        up, down = low_rank.factors_in(x.dtype)
         low = down_projection(x_fp8, x_scale, down)
         if not after and pays_in_epilogue(weight_fp8):
             return in_gemm(x_fp8, x_scale, weight_fp8, weight_scale, bias, low, up)
-        return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, out_dtype).addmm_(low, up.t())
-    return rows_linear
+        return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, x.dtype).addmm_(low, up.t())
+    return norm_rows_linear

@@ -114,5 +114,6 @@ def fp8_rows_matmul_rank_columns(x_ext, x_scale, weight_fp8, weight_scale, bias,
 
 def extended_rows(x_fp8, x_scale, low, columns):
     """x_fp8 (rows, in) extended by the LoRA's columns, from its down projection low (rows, rank) of those
-    rows: the plain-torch way (rows that were never in bf16 take low_rank_rows.fp8_rows_columns_op)."""
+    rows: the plain-torch way (rows the one-pass norm quantized get their columns from
+    norm_quantize.layer_norm_modulate_quantize_rows_columns_op)."""
     return torch.cat([x_fp8, low_columns(low, x_scale, columns)], dim=1)

@@ -19,7 +19,6 @@ from ..scales import FP8_DTYPE, FP8_MAX
 from .opaque_op import OpaqueToCompile
 
 _OP_NAME = "sd35_fp8::fp8_rows_down"
-_COLUMNS_OP_NAME = "sd35_fp8::fp8_rows_columns"
 
 
 def fp8_rows_down(x_fp8: torch.Tensor, x_scale: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
@@ -51,27 +50,7 @@ def fp8_rows_down_op():
 
 def fp8_rows_columns(x_fp8: torch.Tensor, down: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
     """x_fp8 (rows, cols) extended by a LoRA's FP8 columns (low_rank_columns.py): (x_fp8 @ down.T) @ spread,
-    rounded to FP8, in fp32 arithmetic; down (rank, cols), spread (rank, columns)."""
+    rounded to FP8, in fp32 arithmetic; down (rank, cols), spread (rank, columns). On CUDA the one-pass
+    norm writes them into its rows' buffer (norm_quantize.layer_norm_modulate_quantize_rows_columns_op)."""
     a = x_fp8.float() @ down.float().t()
     return torch.cat([x_fp8, (a @ spread).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)], dim=1)
-
-
-def _columns_impl(x_fp8: torch.Tensor, down: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
-    from .triton_kernels import fp8_rows_columns_triton
-    return fp8_rows_columns_triton(x_fp8, down, spread)
-
-
-def _columns_traceable(x_fp8: torch.Tensor, down: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
-    from .triton_kernels import fp8_rows_columns_triton
-    return fp8_rows_columns_triton(x_fp8, down, spread, wrap=torch.library.wrap_triton)
-
-
-def _columns_shape(x_fp8, down, spread):
-    return x_fp8.new_empty((x_fp8.shape[0], x_fp8.shape[1] + spread.shape[1]))
-
-
-@cache
-def fp8_rows_columns_op():
-    """The op (x_fp8, down, spread) -> the rows extended by the LoRA's FP8 columns, for CUDA tensors,
-    registered on the first call; take it outside compiled code, which then calls it."""
-    return OpaqueToCompile(_COLUMNS_OP_NAME, _columns_impl, _columns_shape, traceable=_columns_traceable)

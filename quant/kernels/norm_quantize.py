@@ -12,6 +12,11 @@ keeps a token's row in registers: one read, one write of FP8 values. Registered 
 `sd35_fp8::layer_norm_modulate_quantize_rows` when first asked for, opaque to torch.compile, so
 compiled code launches the same kernel (opaque_op.py). This module holds the reference it is
 tested against.
+
+For a layer whose LoRA rides as extra FP8 columns of its GEMM (low_rank_columns.py), the op
+`sd35_fp8::layer_norm_modulate_quantize_rows_columns` leaves room for them after each row and writes them
+there from the rows (the column kernel of low_rank_rows.py): a buffer of the extended rows, where the column
+kernel used to copy the rows into a new one (19 us of its 20 us a call at SD3.5 Large's 8192 x 2432 on an H200).
 """
 from functools import cache
 from typing import Tuple
@@ -21,9 +26,11 @@ import torch.nn.functional as F
 
 from ..scales import FP8_DTYPE
 from .fp8_linear import quantize_rows
-from .opaque_op import OpaqueToCompile
+from .low_rank_rows import fp8_rows_columns
+from .opaque_op import OpaqueToCompile, launch_directly
 
 _OP_NAME = "sd35_fp8::layer_norm_modulate_quantize_rows"
+_COLUMNS_OP_NAME = "sd35_fp8::layer_norm_modulate_quantize_rows_columns"
 
 
 def layer_norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
@@ -58,3 +65,41 @@ def layer_norm_modulate_quantize_rows_op():
     """The op (x, shift, scale, eps) -> (fp8 values, scales) for CUDA tensors, registered on the first
     call; take it outside compiled code, which then calls it."""
     return OpaqueToCompile(_OP_NAME, _impl, _shape, traceable=_traceable)
+
+
+def layer_norm_modulate_quantize_rows_columns(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+                                              down: torch.Tensor, spread: torch.Tensor):
+    """(the FP8 rows of layer_norm_modulate_quantize_rows extended by a LoRA's FP8 columns (rows, channels +
+    columns), their scales (rows, 1)); down (rank, channels), spread (rank, columns): low_rank_rows.fp8_rows_columns."""
+    x_fp8, x_scale = layer_norm_modulate_quantize_rows(x, shift, scale, eps)
+    return fp8_rows_columns(x_fp8, down, spread), x_scale
+
+
+def _columns_impl(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, down: torch.Tensor,
+                  spread: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _norm_with_columns(x, shift, scale, eps, down, spread, launch_directly)
+
+
+def _columns_traceable(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, down: torch.Tensor,
+                       spread: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _norm_with_columns(x, shift, scale, eps, down, spread, torch.library.wrap_triton)
+
+
+def _norm_with_columns(x, shift, scale, eps, down, spread, wrap):
+    from .triton_kernels import fp8_rows_columns_triton, layer_norm_modulate_quantize_rows_triton
+    x_ext, x_scale = layer_norm_modulate_quantize_rows_triton(x, shift, scale, eps, columns=spread.shape[1], wrap=wrap)
+    fp8_rows_columns_triton(x_ext, x.shape[2], down, spread, wrap=wrap)
+    return x_ext, x_scale
+
+
+def _columns_shape(x, shift, scale, eps, down, spread):
+    rows = x.shape[0] * x.shape[1]
+    return (x.new_empty((rows, x.shape[2] + spread.shape[1]), dtype=FP8_DTYPE),
+            x.new_empty((rows, 1), dtype=torch.float32))
+
+
+@cache
+def layer_norm_modulate_quantize_rows_columns_op():
+    """The op (x, shift, scale, eps, down, spread) -> (fp8 rows extended by a LoRA's columns, scales) for CUDA
+    tensors, registered on the first call; take it outside compiled code, which then calls it."""
+    return OpaqueToCompile(_COLUMNS_OP_NAME, _columns_impl, _columns_shape, traceable=_columns_traceable)

@@ -231,7 +231,8 @@ def joint_qkv_triton(context_qkv: torch.Tensor, x_qkv: torch.Tensor, context_q_w
 
 @triton.jit
 def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, out_scale_ptr, n_cols, tokens,
-                                              x_row_stride, shift_row_stride, scale_row_stride, EPS: tl.constexpr,
+                                              x_row_stride, out_row_stride, shift_row_stride, scale_row_stride,
+                                              EPS: tl.constexpr,
                                               FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, ROWS: tl.constexpr,
                                               HEAD: tl.constexpr, TAIL: tl.constexpr):
     # ROWS tokens of one sample per program, held in registers as a power-of-two head and a masked
@@ -269,7 +270,7 @@ def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_p
         y_tail = centered_tail * rstd[:, None] * (1 + scale_tail[None, :]) + shift_tail[None, :]
         absmax = tl.maximum(absmax, tl.max(tl.abs(y_tail), axis=1))
     row_scale = tl.maximum(absmax / FP8_MAX, MIN_SCALE)
-    out_rows = out_ptr + rows[:, None] * n_cols
+    out_rows = out_ptr + rows[:, None] * out_row_stride
     tl.store(out_rows + head[None, :], tl.clamp(y / row_scale[:, None], -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty),
              mask=head_inside[None, :])
     if TAIL > 0:
@@ -350,42 +351,42 @@ def quantize_rows_triton(x: torch.Tensor, wrap=launch_directly):
 
 
 def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
-                                             wrap=launch_directly):
+                                             columns: int = 0, wrap=launch_directly):
     """Same result as norm_quantize.layer_norm_modulate_quantize_rows, for CUDA tensors: x (batch,
     tokens, channels) with contiguous rows, shift and scale (batch, channels) with contiguous rows
-    (chunks of the adaLN output). One read of x, one write of the fp8 values. wrap: the kernel's
-    launcher (torch.library.wrap_triton inside a triton_op)."""
+    (chunks of the adaLN output). One read of x, one write of the fp8 values. columns: room for that
+    many more FP8 values after each row, left unwritten (a LoRA's columns, fp8_rows_columns_triton).
+    wrap: the kernel's launcher (torch.library.wrap_triton inside a triton_op)."""
     batch, tokens, cols = x.shape
     rows = batch * tokens
     if x.stride(2) != 1 or x.stride(0) != tokens * x.stride(1):
         x = x.contiguous()
     shift, scale = (t if t.stride(1) == 1 else t.contiguous() for t in (shift, scale))
-    out = torch.empty((rows, cols), device=x.device, dtype=FP8_DTYPE)
+    out = torch.empty((rows, cols + columns), device=x.device, dtype=FP8_DTYPE)
     out_scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
     # rows of one sample per program: they share its shift and scale
     rows_per_program = _rows_per_program(tokens, cols, _NORM_TILE_ELEMENTS)
     head, tail = _head_and_tail(cols)
     wrap(_layer_norm_modulate_quantize_rows_kernel)[(rows // rows_per_program,)](
-        x, shift, scale, out, out_scale, cols, tokens, x.stride(1), shift.stride(0), scale.stride(0), EPS=eps,
+        x, shift, scale, out, out_scale, cols, tokens, x.stride(1), out.stride(0), shift.stride(0), scale.stride(0),
+        EPS=eps,
         FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROWS=rows_per_program, HEAD=head, TAIL=tail, num_warps=_NORM_WARPS)
     return out, out_scale
 
 
 
 @triton.jit
-def _fp8_rows_down_sums(x_ptr, down_ptr, copy_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, copy_row_stride,
-                        COPY: tl.constexpr, BLOCK_M: tl.constexpr, RANK: tl.constexpr, BLOCK_K: tl.constexpr):
-    # (BLOCK_M, RANK) fp32 sums of the FP8 rows times the down factor (rank, cols), which stays in L2: the
-    # rows are read once (COPY: and written to copy_ptr as they pass). RANK: rank padded to tl.dot's
+def _fp8_rows_down_sums(x_ptr, down_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, x_row_stride,
+                        BLOCK_M: tl.constexpr, RANK: tl.constexpr, BLOCK_K: tl.constexpr):
+    # (BLOCK_M, RANK) fp32 sums of the FP8 rows (n_cols values each, x_row_stride apart) times the down
+    # factor (rank, cols), which stays in L2: the rows are read once. RANK: rank padded to tl.dot's
     # smallest size, the padding loaded as zeros.
     acc = tl.zeros((BLOCK_M, RANK), dtype=tl.float32)
     for start in range(0, n_cols, BLOCK_K):
         cols = start + tl.arange(0, BLOCK_K)
         cols_inside = cols < n_cols
         inside = rows_inside[:, None] & cols_inside[None, :]
-        x = tl.load(x_ptr + rows[:, None] * n_cols + cols[None, :], mask=inside, other=0.0)
-        if COPY:
-            tl.store(copy_ptr + rows[:, None] * copy_row_stride + cols[None, :], x, mask=inside)
+        x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=inside, other=0.0)
         down = tl.load(down_ptr + ranks[None, :] * n_cols + cols[:, None],
                        mask=cols_inside[:, None] & ranks_inside[None, :], other=0.0)
         # fp8 -> fp16/bf16 is exact, so the products are exact and the sums fp32.
@@ -401,8 +402,8 @@ def _fp8_rows_down_kernel(x_ptr, x_scale_ptr, down_ptr, out_ptr, n_rows, n_cols,
     rows_inside = rows < n_rows
     ranks = tl.arange(0, RANK)
     ranks_inside = ranks < rank
-    acc = _fp8_rows_down_sums(x_ptr, down_ptr, out_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, 0,
-                              False, BLOCK_M, RANK, BLOCK_K)
+    acc = _fp8_rows_down_sums(x_ptr, down_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, n_cols, BLOCK_M,
+                              RANK, BLOCK_K)
     row_scale = tl.load(x_scale_ptr + rows, mask=rows_inside, other=0.0)
     tl.store(out_ptr + rows[:, None] * rank + ranks[None, :], (acc * row_scale[:, None]).to(out_ptr.dtype.element_ty),
              mask=rows_inside[:, None] & ranks_inside[None, :])
@@ -424,17 +425,18 @@ def fp8_rows_down_triton(x_fp8: torch.Tensor, x_scale: torch.Tensor, down: torch
 
 
 @triton.jit
-def _fp8_rows_columns_kernel(x_ptr, down_ptr, spread_ptr, out_ptr, n_rows, n_cols, rank, columns, out_row_stride,
+def _fp8_rows_columns_kernel(rows_ptr, down_ptr, spread_ptr, n_rows, n_cols, rank, columns, row_stride,
                              FP8_MAX: tl.constexpr, RANK: tl.constexpr, COLUMNS: tl.constexpr,
                              COLUMN_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    # BLOCK_M FP8 rows per program, read once: copied into the extended rows and projected by the LoRA's
-    # down factor (rank, cols), whose sums are a = low / x_scale; then spread over the LoRA's columns.
+    # BLOCK_M rows per program, their first n_cols FP8 values read once and projected by the LoRA's down
+    # factor (rank, cols), whose sums are a = low / x_scale; then spread over the LoRA's columns, written
+    # after those values in the same rows.
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rows_inside = rows < n_rows
     ranks = tl.arange(0, RANK)
     ranks_inside = ranks < rank
-    acc = _fp8_rows_down_sums(x_ptr, down_ptr, out_ptr, rows, rows_inside, ranks, ranks_inside, n_cols,
-                              out_row_stride, True, BLOCK_M, RANK, BLOCK_K)
+    acc = _fp8_rows_down_sums(rows_ptr, down_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, row_stride,
+                              BLOCK_M, RANK, BLOCK_K)
     # Each column is one rank's sum times one factor (spread has one entry per column): TF32's rounding
     # (2^-11) is far below the FP8 rounding that follows. In blocks of columns: the whole (BLOCK_M, COLUMNS)
     # tile of a stacked LoRA's hundreds of columns spilled registers (146 us a call on an H200).
@@ -444,21 +446,20 @@ def _fp8_rows_columns_kernel(x_ptr, down_ptr, spread_ptr, out_ptr, n_rows, n_col
         spread = tl.load(spread_ptr + ranks[:, None] * columns + outs[None, :],
                          mask=ranks_inside[:, None] & outs_inside[None, :], other=0.0)
         lq = tl.clamp(tl.dot(acc, spread, input_precision="tf32"), -FP8_MAX, FP8_MAX)
-        tl.store(out_ptr + rows[:, None] * out_row_stride + n_cols + outs[None, :], lq.to(out_ptr.dtype.element_ty),
+        tl.store(rows_ptr + rows[:, None] * row_stride + n_cols + outs[None, :], lq.to(rows_ptr.dtype.element_ty),
                  mask=rows_inside[:, None] & outs_inside[None, :])
 
 
-def fp8_rows_columns_triton(x_fp8: torch.Tensor, down: torch.Tensor, spread: torch.Tensor, wrap=launch_directly):
-    """Same result as low_rank_rows.fp8_rows_columns, for CUDA tensors: x_fp8 (rows, cols) contiguous
-    extended by the LoRA's FP8 columns (low_rank_columns.py) from its down factor (rank, cols) in fp16 or
-    bf16 and spread (rank, columns) fp32. One read of the FP8 rows. wrap: the kernel's launcher
-    (torch.library.wrap_triton inside a triton_op)."""
-    rows, cols = x_fp8.shape
+def fp8_rows_columns_triton(x_ext: torch.Tensor, cols: int, down: torch.Tensor, spread: torch.Tensor,
+                            wrap=launch_directly):
+    """Writes a LoRA's FP8 columns (low_rank_columns.py) into x_ext (rows, cols + columns), in place, after
+    the FP8 rows in its first cols values, as low_rank_rows.fp8_rows_columns computes them; CUDA tensors,
+    rows of x_ext contiguous; down (rank, cols) in fp16 or bf16, spread (rank, columns) fp32. One read of
+    the rows. wrap: the kernel's launcher (torch.library.wrap_triton inside a triton_op)."""
+    rows = x_ext.shape[0]
     rank, columns = spread.shape
-    out = torch.empty((rows, cols + columns), device=x_fp8.device, dtype=FP8_DTYPE)
     block_m, padded_columns = 32, max(16, triton.next_power_of_2(columns))
     wrap(_fp8_rows_columns_kernel)[(triton.cdiv(rows, block_m),)](
-        x_fp8, down.contiguous(), spread.contiguous(), out, rows, cols, rank, columns, cols + columns,
+        x_ext, down.contiguous(), spread.contiguous(), rows, cols, rank, columns, x_ext.stride(0),
         FP8_MAX=FP8_MAX, RANK=max(16, triton.next_power_of_2(rank)), COLUMNS=padded_columns,
         COLUMN_BLOCK=min(padded_columns, 64), BLOCK_M=block_m, BLOCK_K=128, num_warps=4)
-    return out

@@ -1,7 +1,7 @@
-"""A LoRA's down projection from FP8 rows on a real GPU: the Triton kernel at SD3.5's sizes against the
-reference, and its op through torch's checks. CI has no GPU: every test here skips there
-(tests/quant/kernels/test_low_rank_rows.py runs the kernel under Triton's interpreter;
-tests/gpu/test_norm_quantize.py runs it inside the model)."""
+"""A LoRA's down projection and columns from FP8 rows on a real GPU: the Triton kernels at SD3.5's sizes
+against the references, the op through torch's checks, and the model's linear on the one-pass norm's rows
+with a LoRA. CI has no GPU: every test here skips there (tests/quant/kernels/test_low_rank_rows.py runs the
+kernels under Triton's interpreter; tests/gpu/test_norm_quantize.py runs them inside the model)."""
 import pytest
 import torch
 
@@ -44,7 +44,10 @@ def test_columns_kernel_matches_reference(rows, cols, out_features, rank):
     _, weight_scale = quantize_weight(torch.randn(out_features, cols, device="cuda") * cols ** -0.5)
     up, down = torch.randn(out_features, rank, device="cuda") * 0.03, torch.randn(rank, cols, device="cuda") * 0.03
     spread = rank_columns(up, down, weight_scale).spread
-    x_ext = fp8_rows_columns_triton(x_fp8, down.bfloat16(), spread)
+    # the rows in the first cols values of the extended rows, as the one-pass norm leaves them
+    x_ext = torch.empty((rows, cols + spread.shape[1]), device="cuda", dtype=x_fp8.dtype)
+    x_ext[:, :cols] = x_fp8
+    fp8_rows_columns_triton(x_ext, cols, down.bfloat16(), spread)
     reference = fp8_rows_columns(x_fp8, down.bfloat16(), spread)
     assert torch.equal(x_ext[:, :cols].contiguous().view(torch.uint8), x_fp8.view(torch.uint8))
     apart = fp8_steps_apart(x_ext[:, cols:].contiguous(), reference[:, cols:].contiguous())
@@ -54,39 +57,40 @@ def test_columns_kernel_matches_reference(rows, cols, out_features, rank):
 
 
 def test_the_custom_op_passes_torchs_checks():
-    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_columns_op, fp8_rows_down_op
+    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_down_op
     x_fp8, x_scale = fp8_rows(300, 1536)
     # not test_schema: it runs the op under a mode that multiplies its inputs, which fp8 tensors do not support
     checks = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
     down = torch.randn(16, 1536, device="cuda").bfloat16()
     torch.library.opcheck(fp8_rows_down_op().op, (x_fp8, x_scale, down), test_utils=checks)
-    spread = torch.randn(16, 32, device="cuda")
-    torch.library.opcheck(fp8_rows_columns_op().op, (x_fp8, down, spread), test_utils=checks)
 
 
 # SD3.5 Large's x qkv (the LoRA in the GEMM's epilogue) and fc2's shape (added after the GEMM); or the LoRA
-# as extra columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py), as the side path now carries it
+# as extra columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py), as the side path now carries it; the
+# context stream's 154 tokens a sample (added after the GEMM, columns or not)
 @pytest.mark.parametrize("in_columns", [True, False])
-@pytest.mark.parametrize("out_features, in_features", [(7296, 2432), (2432, 9728)])
-def test_the_rows_linear_with_a_lora_gives_the_patched_layer(out_features, in_features, in_columns):
+@pytest.mark.parametrize("tokens, out_features, in_features", [(4096, 7296, 2432), (4096, 2432, 9728),
+                                                               (154, 7296, 2432)])
+def test_the_norm_rows_linear_with_a_lora_gives_the_patched_layer(tokens, out_features, in_features, in_columns):
     from sd35_fp8.quant.kernels.compute_path import FP8_ROWWISE, ComputePath
-    from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
-    from sd35_fp8.quant.kernels.linear_dispatch import fp8_rows_linear_for
+    from sd35_fp8.quant.kernels.linear_dispatch import norm_rows_linear_for
     from sd35_fp8.quant.kernels.low_rank import LowRank
     from sd35_fp8.quant.kernels.low_rank_columns import rank_columns
+    from sd35_fp8.quant.kernels.norm_quantize import layer_norm_modulate
     from sd35_fp8.quant.scales import quantize_weight
     from tests.quant.kernels.test_fp8_linear import FP8_MATMUL_BOUND
-    x = torch.randn(8192, in_features, device="cuda")
+    x = (torch.randn(2, tokens, in_features, device="cuda") * 4).bfloat16()
+    shift, scale = (torch.randn(2, 2 * in_features, device="cuda") * 0.5).bfloat16().chunk(2, dim=1)
     weight = torch.randn(out_features, in_features, device="cuda") * in_features ** -0.5
     bias = torch.randn(out_features, device="cuda") * 0.1
     up, down = (torch.randn(out_features, 16, device="cuda") * 0.03, torch.randn(16, in_features, device="cuda") * 0.03)
     weight_fp8, weight_scale = quantize_weight(weight)
-    x_fp8, x_scale = quantize_rows(x)
-    rows_linear = fp8_rows_linear_for(ComputePath(FP8_ROWWISE, "test", triton_kernels=True))
-    args = (x_fp8, x_scale, weight_fp8, weight_scale, bias.bfloat16(), torch.bfloat16)
+    norm_rows_linear = norm_rows_linear_for(ComputePath(FP8_ROWWISE, "test", triton_kernels=True))
+    args = (x, shift, scale, 1e-6, weight_fp8, weight_scale, bias.bfloat16())
     columns = rank_columns(up, down, weight_scale) if in_columns else None
-    with_lora = rows_linear(*args, LowRank(up.bfloat16(), down.bfloat16(), columns))
-    patched = x.double() @ (weight + up @ down).double().t() + bias.double()
-    assert with_lora.shape == (8192, out_features) and with_lora.dtype == torch.bfloat16
+    with_lora = norm_rows_linear(*args, LowRank(up.bfloat16(), down.bfloat16(), columns))
+    normalized = layer_norm_modulate(x, shift, scale, 1e-6).reshape(-1, in_features)
+    patched = normalized.double() @ (weight + up @ down).double().t() + bias.double()
+    assert with_lora.shape == (2 * tokens, out_features) and with_lora.dtype == torch.bfloat16
     assert relative_error(with_lora, patched) <= FP8_MATMUL_BOUND
-    assert relative_error(rows_linear(*args), patched) > 0.1, "the LoRA must change the output clearly"
+    assert relative_error(norm_rows_linear(*args), patched) > 0.1, "the LoRA must change the output clearly"

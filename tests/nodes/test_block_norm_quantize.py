@@ -34,17 +34,19 @@ def test_blocks_run_comfyuis_methods_where_no_layer_takes_fp8_rows(pack, models_
     assert any(block.x_block_self_attn for block in blocks) == (variant == "medium")
 
 
-def test_a_layer_hands_its_fp8_rows_to_its_models_linear(pack):
-    """The row-wise FP8 path's layer calls the model's FP8-rows linear with the rows themselves (a plain
-    function kept on the layer class would be bound to the layer). torch._scaled_mm runs on this CPU."""
+def test_a_layer_hands_its_input_to_its_models_norm_rows_linear(pack):
+    """The row-wise FP8 path's layer calls the model's linear on the one-pass norm's FP8 rows with the input
+    itself (a plain function kept on the layer class would be bound to the layer). On this CPU it takes the
+    reference norm, and torch._scaled_mm runs here."""
     from sd35_fp8.nodes.ops import make_fp8_ops
     from sd35_fp8.quant.kernels.compute_path import FP8_ROWWISE, ComputePath
-    from sd35_fp8.quant.kernels.fp8_linear import quantize_rows
+    from sd35_fp8.quant.kernels.norm_quantize import layer_norm_modulate
     from sd35_fp8.quant.scales import quantize_weight
     layer = make_fp8_ops(ComputePath(FP8_ROWWISE, "test", triton_kernels=True), torch.bfloat16).Linear(64, 48)
-    x = torch.randn(32, 64)
+    x = torch.randn(2, 16, 64).bfloat16()
+    shift, scale = (torch.randn(2, 128) * 0.5).bfloat16().chunk(2, dim=1)
     weight = torch.randn(48, 64) * 64 ** -0.5
     weight_fp8, weight_scale = quantize_weight(weight)
-    out = layer.fp8_rows_linear(*quantize_rows(x), weight_fp8, weight_scale, None, torch.bfloat16)
+    out = layer.norm_rows_linear(x, shift, scale, 1e-6, weight_fp8, weight_scale, None)
     assert out.shape == (32, 48) and out.dtype == torch.bfloat16
-    assert relative_error(out, x @ weight.t()) <= 0.06
+    assert relative_error(out, layer_norm_modulate(x, shift, scale, 1e-6).reshape(32, 64) @ weight.t()) <= 0.06

@@ -82,6 +82,6 @@ def test_the_fp8_model_compiles_to_one_graph_with_our_kernels(tmp_path, lora):
     subprocess.run([sys.executable, "-c", _TRACE.format(path=str(path), lora=lora)], cwd=REPO, check=True, timeout=600)
     trace = json.loads(path.read_text())
     assert trace["graphs"] == 1 and not trace["breaks"], trace["breaks"]
-    # the LoRA'd qkv: our one-pass norm kernel, then its FP8 rows extended by the LoRA's columns for cuBLAS's GEMM
-    lora_ops = {"sd35_fp8.fp8_rows_columns.default"} if lora else set()
+    # the LoRA'd qkv: our one-pass norm with room for the LoRA's columns, written there, for cuBLAS's GEMM
+    lora_ops = {"sd35_fp8.layer_norm_modulate_quantize_rows_columns.default"} if lora else set()
     assert OUR_OPS | lora_ops <= set(trace["called"]), trace["called"]

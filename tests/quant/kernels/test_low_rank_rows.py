@@ -70,7 +70,10 @@ for rows, cols, out, rank, std in ((70, 200, 96, 16, 0.05), (33, 128, 64, 4, 0.3
     up, down = torch.randn(out, rank) * std, torch.linalg.qr(torch.randn(cols, rank))[0].t()
     spread = rank_columns(up, down, weight_scale).spread
     # fp16: the interpreter's tl.dot multiplies bf16 tensors' raw bits (numpy has no bf16); tests/gpu runs bf16
-    runs.append((x_fp8, down.half(), spread, fp8_rows_columns_triton(x_fp8, down.half(), spread)))
+    # the rows in the first cols values of the extended rows, as the one-pass norm leaves them
+    x_ext = torch.cat([x_fp8, torch.zeros(rows, spread.shape[1], dtype=x_fp8.dtype)], dim=1)
+    fp8_rows_columns_triton(x_ext, cols, down.half(), spread)
+    runs.append((x_fp8, down.half(), spread, x_ext))
 torch.save(runs, {path!r})
 """
 
