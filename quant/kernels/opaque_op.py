@@ -40,6 +40,12 @@ class OpaqueToCompile:
             self.op = torch.library.custom_op(name, impl, mutates_args=(), device_types=device_types)
             self.op.register_fake(fake)
 
+    def __deepcopy__(self, memo):
+        # The op is registered once per process and its library cannot be copied; ComfyUI 0.3.x deep-copies
+        # a model's options at every clone of its ModelPatcher (LoraLoader, ModelSamplingSD3), and our FP8
+        # attention override there holds one of these.
+        return self
+
     def __call__(self, *args):
         if self.op is not None and torch.compiler.is_compiling():
             return self.op(*args)

@@ -1,6 +1,7 @@
 """FP8 attention's override (nodes/fp8_attention.py) inside the real ComfyUI (in-process, CPU): calls the
 kernel does not take go to the override it replaced, or to ComfyUI's own attention, with their
-arguments; it installs only where the device has FP8 tensor cores. The kernel on the GPU:
+arguments; it installs only where the device has FP8 tensor cores; a model that holds it clones as
+ComfyUI's nodes clone it (LoraLoader, ModelSamplingSD3). The kernel on the GPU:
 tests/gpu/test_fp8_attention.py."""
 
 import torch
@@ -40,3 +41,17 @@ def test_installs_only_with_fp8_tensor_cores(pack):
         model_options = {"transformer_options": {OVERRIDE_KEY: "before"}}
     assert not use_fp8_attention(Patcher, torch.device("cpu"))
     assert Patcher.model_options["transformer_options"][OVERRIDE_KEY] == "before"
+
+
+def test_a_model_holding_the_override_clones(pack):
+    """ComfyUI 0.3.x deep-copies a ModelPatcher's options at every clone: the override as use_fp8_attention
+    installs it (holding the registered op, whose library cannot be copied) must come through, the same op."""
+    from functools import partial
+    import comfy.model_patcher
+    from sd35_fp8.nodes.fp8_attention import OVERRIDE_KEY, attention_fp8_first
+    from sd35_fp8.quant.kernels.fp8_attention import fp8_attention_op
+    patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
+    override = partial(attention_fp8_first, fp8_attention_op(), None)
+    patcher.model_options.setdefault("transformer_options", {})[OVERRIDE_KEY] = override
+    cloned = patcher.clone().model_options["transformer_options"][OVERRIDE_KEY]
+    assert cloned.func is attention_fp8_first and cloned.args[0] is override.args[0]
