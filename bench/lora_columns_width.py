@@ -6,7 +6,7 @@ LoRA added after the GEMM instead (down projection from the FP8 rows, then addmm
 kernels_lora.json measured the whole column path at one width: cuBLAS's time for Large's x qkv rose from 0.231 to
 0.289 ms with it, far more than its 3% wider K. This says how much of that is the width and how much the join.
 
-  python bench/lora_columns_width.py --out bench/results/lora_columns_width.json
+  python bench/lora_columns_width.py --out bench/results/kernels_lora_columns_width.json
 """
 import argparse
 import json

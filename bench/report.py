@@ -315,6 +315,8 @@ def build(results_md: Path, chart_png: Path):
         ("speed_eager23_033_medium_gaussian_b12f2c6.json",
          "SD3.5 Medium, Gaussian weights, eager, twenty-third session: commit b12f2c6 (the code that ran 0.0601 "
          "s/step in the twenty-first session), same machine and call as the table above (ComfyUI 0.33.0, 8 steps)"))
+    # twenty-fifth session: eager Medium on the session's first machine (the code of the twenty-fourth session)
+    eager25_runs = runs_per_model("speed_eager25_033_{model}_gaussian.json")
     # twenty-fourth session: Medium with FP8 attention in every call (attn2 too), eager on two machines
     graphs24_runs = runs_per_model("speed_graphs24_033_{model}_gaussian.json")
     eager24_runs = runs_per_model("speed_eager24_033_{model}_gaussian.json")
@@ -338,6 +340,9 @@ def build(results_md: Path, chart_png: Path):
         ("speed_graphs22_033_medium_gaussian_profiled.json",
          "SD3.5 Medium, twenty-second session, ours with CUDA graphs, 3 steps profiled (ComfyUI 0.33.0, 4 steps)"))
     sections = [header,
+                *([speed_targets(eager25_runs, "Speed and accuracy against stock's best, twenty-fifth session, "
+                                               "eager, the twenty-fourth session's code on another machine, 12 "
+                                               "steps (CUDA-event step times)")] if eager25_runs else []),
                 *([speed_targets(graphs24_runs, "Speed against stock's best, twenty-fourth session, compiled, ours "
                                                 "with CUDA graphs and FP8 attention in every call (8 steps; "
                                                 "CUDA-event step times; speed only)", accuracy=False,
@@ -470,6 +475,9 @@ def build(results_md: Path, chart_png: Path):
                                  f"{ATTN2_BF16 if model == 'Medium' else ''} (ComfyUI 0.33.0, 12 steps)")
                   for weights, runs in (("Gaussian", eager23_runs), ("heavy-tailed", eager23_heavy))
                   for model, run in runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, twenty-fifth session, with FP8 attention "
+                                 "(ours_fp8) and without (ours_fp8_bf16_attention) (ComfyUI 0.33.0, 12 steps)")
+                  for model, run in eager25_runs.items()),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, twenty-fourth session: stock "
                                  "TorchCompileModel against ours with CUDA graphs and FP8 attention in every call "
                                  "(the bf16-attention variant was cut by the call's time limit) (ComfyUI 0.33.0, 8 steps)")

@@ -35,7 +35,7 @@ _COLUMN_MULTIPLE = 16
 # cuBLAS's FP8 GEMM runs a K of 16 mod 32 about a fifth slower than the next multiple of 32, and multiples
 # of 64 the fastest: on an H200, Large's x qkv (8192 rows x K -> 7296) took 0.229 ms at K = 2432, 0.280 at
 # 2432 + 80 columns and 0.242 at 2432 + 128; its fc1 0.306, 0.373 and 0.321 (bench/results/
-# lora_columns_width.json). So the columns fill K up to a multiple of this where that fits.
+# kernels_lora_columns_width.json). So the columns fill K up to a multiple of this where that fits.
 _K_MULTIPLE = 64
 # The columns widen the GEMM's K; beyond a quarter of it the Triton GEMM with the LoRA in its epilogue
 # is the cheaper (on an H200 it took 0.297 ms for SD3.5 Large's x qkv and 0.404 for fc1 where cuBLAS took
@@ -92,7 +92,7 @@ def adds_after_gemm(rows: int, in_features: int) -> bool:
     element of it), the addmm_ the output in 16 bits (4 bytes an element), so it pays below in_features / 2
     rows. On an H200 the context stream of SD3.5 Large (308 rows) paid 23-25 us a layer in columns, join and
     column kernel, against 10-11 us added after; the image stream's 8192 rows 41 against 111
-    (bench/results/lora_columns_width.json, kernels_lora.json)."""
+    (bench/results/kernels_lora_columns_width.json, kernels_lora.json)."""
     return 2 * rows <= in_features
 
 

@@ -65,7 +65,7 @@ def test_a_stronger_lora_takes_more_columns():
 
 
 def test_the_columns_fill_the_gemms_k_to_a_multiple_of_64_where_that_fits():
-    """cuBLAS's FP8 GEMM runs a K of 16 mod 32 about a fifth slower (bench/results/lora_columns_width.json);
+    """cuBLAS's FP8 GEMM runs a K of 16 mod 32 about a fifth slower (bench/results/kernels_lora_columns_width.json);
     a layer too narrow for the padding (a quarter of its inputs at most) takes the columns it needs."""
     generator = torch.Generator().manual_seed(8)
     for in_features, strength, expected in ((IN, 0.02, 64), (IN, 0.2, 192), (128, 0.02, 16)):
