@@ -232,9 +232,8 @@ def joint_qkv_triton(context_qkv: torch.Tensor, x_qkv: torch.Tensor, context_q_w
 @triton.jit
 def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, out_scale_ptr, n_cols, tokens,
                                               x_row_stride, out_row_stride, shift_row_stride, scale_row_stride,
-                                              EPS: tl.constexpr,
-                                              FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, ROWS: tl.constexpr,
-                                              HEAD: tl.constexpr, TAIL: tl.constexpr):
+                                              EPS: tl.constexpr, FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr,
+                                              ROWS: tl.constexpr, HEAD: tl.constexpr, TAIL: tl.constexpr):
     # ROWS tokens of one sample per program, held in registers as a power-of-two head and a masked
     # power-of-two tail (TAIL 0: none): each row read once, written once as FP8. EPS is a constant:
     # launched from Inductor's code a float argument arrives as fp64, whose rsqrt Triton 3.6 fails
@@ -369,8 +368,8 @@ def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tenso
     head, tail = _head_and_tail(cols)
     wrap(_layer_norm_modulate_quantize_rows_kernel)[(rows // rows_per_program,)](
         x, shift, scale, out, out_scale, cols, tokens, x.stride(1), out.stride(0), shift.stride(0), scale.stride(0),
-        EPS=eps,
-        FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROWS=rows_per_program, HEAD=head, TAIL=tail, num_warps=_NORM_WARPS)
+        EPS=eps, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROWS=rows_per_program, HEAD=head, TAIL=tail,
+        num_warps=_NORM_WARPS)
     return out, out_scale
 
 
