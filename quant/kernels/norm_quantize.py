@@ -27,7 +27,6 @@ import torch.nn.functional as F
 
 from ..scales import FP8_DTYPE
 from .fp8_linear import quantize_rows
-from .low_rank_rows import fp8_rows_columns
 from .opaque_op import OpaqueToCompile, launch_directly
 
 _OP_NAME = "sd35_fp8::layer_norm_modulate_quantize_rows"
@@ -66,14 +65,6 @@ def layer_norm_modulate_quantize_rows_op():
     """The op (x, shift, scale, eps) -> (fp8 values, scales) for CUDA tensors, registered on the first
     call; take it outside compiled code, which then calls it."""
     return OpaqueToCompile(_OP_NAME, _impl, _shape, traceable=_traceable)
-
-
-def layer_norm_modulate_quantize_rows_columns(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
-                                              down: torch.Tensor, spread: torch.Tensor):
-    """(the FP8 rows of layer_norm_modulate_quantize_rows extended by a LoRA's FP8 columns (rows, channels +
-    columns), their scales (rows, 1)); down (rank, channels), spread (rank, columns): low_rank_rows.fp8_rows_columns."""
-    x_fp8, x_scale = layer_norm_modulate_quantize_rows(x, shift, scale, eps)
-    return fp8_rows_columns(x_fp8, down, spread), x_scale
 
 
 def _columns_impl(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, down: torch.Tensor,
