@@ -72,9 +72,10 @@ def sample_timed(model, args, positive, negative, on_step=lambda issued_at: None
         now = time.perf_counter()
         if last[0] is not None:
             times.append(now - last[0])
-        last[0] = now
         in_use.append(device_memory_in_use())
         on_step(issued_at)
+        # what this callback did (on_step's probes and profiler cycles among it) is not the next step's
+        last[0] = time.perf_counter()
 
     with torch.inference_mode():  # as ComfyUI's executor runs every node
         out = comfy.sample.sample(model, noise, args.steps, CFG, SAMPLER, "sgm_uniform", positive, negative, latent,

@@ -1,9 +1,12 @@
 """Per sampling step: wall time, the host's time to issue the step, the process's CPU time, Python
-garbage collections and their time, the memory torch's caching allocator holds on the GPU and its
-device allocations, and how often chosen ComfyUI functions ran, without a profiler (whose overhead
+garbage collections and their time, how fast the host ran a fixed piece of Python (host_probe_s), the
+memory torch's caching allocator holds on the GPU and its device allocations, and how often chosen
+ComfyUI functions ran, without a profiler (whose overhead
 hides a slow stretch of a few steps under DynamicVRAM). An issue time close to the wall time says a
 step is bound by the host (the GPU waited for work), or that the host waited on the GPU inside it;
-far below it, bound by the GPU.
+far below it, bound by the GPU. A host_probe_s that grows with the issue time says the host itself ran
+slower (the lent machines' CPUs drift by tens of percent over minutes); one that stays while the issue time
+grows, that the step gave the host more to do.
 
 Synchronizations are not counted: torch's sync debug mode, which warns at each, took 5-19 s for the
 first step after a LoRA state change without DynamicVRAM (1500-2900 warnings in that step),
@@ -16,6 +19,7 @@ from contextlib import contextmanager
 import torch
 
 _GIB = 2 ** 30
+_PROBE_ITERATIONS = 10_000
 
 # (module, attribute path, counter name): the functions whose calls are counted per step; a
 # counter of a function returning a bool counts its False results (a VBAR weight not resident).
@@ -82,8 +86,10 @@ def step_accounting():
                       # what it holds beyond the live tensors is VRAM DynamicVRAM cannot stage weights in
                       "reserved_gib": round(torch.cuda.memory_reserved() / _GIB, 3) if cuda else 0.0,
                       "device_allocations": allocations - last[2],
+                      "host_probe_s": host_probe(),
                       **counts})
-        last[:] = [wall, cpu, allocations]
+        # the probe's time is not the next step's
+        last[:] = [time.perf_counter(), time.process_time(), allocations]
         gc_state.update(collections=0, seconds=0.0)
         for counter in counts:
             counts[counter] = 0
@@ -93,6 +99,20 @@ def step_accounting():
         gc.callbacks.remove(on_gc)
         for owner, name, original in restore:
             setattr(owner, name, original)
+
+
+def host_probe(repeats=5):
+    """Seconds the host takes for a fixed piece of pure Python (under a millisecond), the fastest of
+    `repeats`: how fast the CPU runs this process now, without the preemptions that a single timing
+    would include."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for value in range(_PROBE_ITERATIONS):
+            total += value * value
+        best = min(best, time.perf_counter() - started)
+    return round(best, 6)
 
 
 def _device_allocations(cuda):

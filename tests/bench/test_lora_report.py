@@ -46,3 +46,11 @@ def test_profiled_cells_show_their_gpu_time_and_its_cost(run):
     assert "| 155.5 | 0.160 |" in table and "| 161.5 (+3.9%) |" in table and "| 171.0 (+10.0%) |" in table
     strength_row = next(line for line in table.splitlines() if "| strength changed |" in line)
     assert strength_row.split("|")[9].strip() == ""  # measured without the profiler: no GPU time
+
+
+def test_counted_cells_show_the_host_probe_per_round(run):
+    counted = [{"issue_s": 0.15, "host_probe_s": 0.0009}, {"issue_s": 0.16, "host_probe_s": 0.0008}]
+    run["results"][0].update(count_per_step=[{"issue_s": 5.0, "host_probe_s": 0.5}, *counted])
+    row = next(line for line in matrix_table(run).splitlines() if "| none |" in line)
+    # the first step (factor searches, a state change) is left out of the medians
+    assert row.rstrip(" |").endswith("0.160, 0.155, probe 0.85 ms")

@@ -29,6 +29,7 @@ def test_each_step_counts_its_own_calls_and_collections():
     assert [step["stochastic_rounding"] for step in steps] == list(calls_per_step)
     assert steps[2]["gc"] >= 1
     assert all(step["wall_s"] >= 0 and step["cpu_s"] >= 0 and step["reserved_gib"] >= 0 for step in steps)
+    assert all(step["host_probe_s"] > 0 for step in steps)
 
 
 def test_issue_time_ends_where_the_host_had_queued_the_step():
@@ -41,4 +42,6 @@ def test_issue_time_ends_where_the_host_had_queued_the_step():
     queued_then_waited, no_wait = steps
     assert 0.05 <= queued_then_waited["issue_s"] <= queued_then_waited["wall_s"] - 0.05
     assert no_wait["issue_s"] == no_wait["wall_s"]
+    # the second step's time begins after the first one's probe (five runs of it), not before
+    assert no_wait["wall_s"] < queued_then_waited["host_probe_s"]
     assert queued_then_waited["device_allocations"] == 0
