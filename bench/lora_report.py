@@ -44,7 +44,7 @@ def matrix_table(run):
              + (f" Note: {run['note']}." if run.get("note") else ""), "",
              *table_head("variant", "LoRA", "s/step", "LoRA cost", "latent error", "error - no-LoRA error",
                          "bit-equal to no LoRA", "device GiB in use", "GPU ms/step (profiled)",
-                         "per round: s/step, host issue s/step, weights staged per step, host probe")]
+                         "per round: s/step, host issue s/step, weights staged per step, host probes")]
     by_variant = {}
     for cell in run["results"]:
         by_variant.setdefault(cell["variant"], []).append(cell)
@@ -90,8 +90,8 @@ def gpu_time(cell, base):
 
 def per_round(cell):
     """Each round's s/step, and with step accounting (`--count`) the median over its steps after the
-    first of the host's time to issue a step, of the weights DynamicVRAM staged in it and of the host
-    probe's time (devtools/step_accounting.host_probe)."""
+    first of the host's time to issue a step, of the weights DynamicVRAM staged in it and of the host's
+    probes (devtools/step_accounting.py: a fixed piece of Python, a fixed number of kernel launches)."""
     speeds = cell.get("s_per_step_rounds", [cell["s_per_step"]])
     counted = [cell["count_per_step"], *cell.get("count_per_step_later_rounds", [])] if "count_per_step" in cell else []
     rounds = []
@@ -104,6 +104,8 @@ def per_round(cell):
                 text += f", {statistics.median(s['vbar_not_resident'] for s in steps):g}"
             if "host_probe_s" in steps[0]:
                 text += f", probe {statistics.median(s['host_probe_s'] for s in steps) * 1000:.2f} ms"
+            if "launch_probe_s" in steps[0]:
+                text += f", launches {statistics.median(s['launch_probe_s'] for s in steps) * 1000:.2f} ms"
         rounds.append(text)
     return " / ".join(rounds)
 

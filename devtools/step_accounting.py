@@ -1,12 +1,13 @@
 """Per sampling step: wall time, the host's time to issue the step, the process's CPU time, Python
-garbage collections and their time, how fast the host ran a fixed piece of Python (host_probe_s), the
-memory torch's caching allocator holds on the GPU and its device allocations, and how often chosen
-ComfyUI functions ran, without a profiler (whose overhead
-hides a slow stretch of a few steps under DynamicVRAM). An issue time close to the wall time says a
-step is bound by the host (the GPU waited for work), or that the host waited on the GPU inside it;
-far below it, bound by the GPU. A host_probe_s that grows with the issue time says the host itself ran
-slower (the lent machines' CPUs drift by tens of percent over minutes); one that stays while the issue time
-grows, that the step gave the host more to do.
+garbage collections and their time, how fast the host ran a fixed piece of Python (host_probe_s) and
+launched a fixed number of tiny CUDA kernels (launch_probe_s), the memory torch's caching allocator holds
+on the GPU and its device allocations, and how often chosen ComfyUI functions ran, without a profiler
+(whose overhead hides a slow stretch of a few steps under DynamicVRAM). An issue time close to the wall
+time says a step is bound by the host (the GPU waited for work), or that the host waited on the GPU
+inside it; far below it, bound by the GPU. A host_probe_s that grows with the issue time says the CPU
+itself ran slower; one that stays while the issue time grows, that the host had more to do in the step,
+waited inside it (CUDA's synchronizations spin: CPU time too) or paid more a kernel launch
+(launch_probe_s).
 
 Synchronizations are not counted: torch's sync debug mode, which warns at each, took 5-19 s for the
 first step after a LoRA state change without DynamicVRAM (1500-2900 warnings in that step),
@@ -20,6 +21,7 @@ import torch
 
 _GIB = 2 ** 30
 _PROBE_ITERATIONS = 10_000
+_PROBE_LAUNCHES = 200
 
 # (module, attribute path, counter name): the functions whose calls are counted per step; a
 # counter of a function returning a bool counts its False results (a VBAR weight not resident).
@@ -87,6 +89,7 @@ def step_accounting():
                       "reserved_gib": round(torch.cuda.memory_reserved() / _GIB, 3) if cuda else 0.0,
                       "device_allocations": allocations - last[2],
                       "host_probe_s": host_probe(),
+                      **({"launch_probe_s": launch_probe()} if cuda else {}),
                       **counts})
         # the probe's time is not the next step's
         last[:] = [time.perf_counter(), time.process_time(), allocations]
@@ -113,6 +116,20 @@ def host_probe(repeats=5):
             total += value * value
         best = min(best, time.perf_counter() - started)
     return round(best, 6)
+
+
+def launch_probe(launches=_PROBE_LAUNCHES):
+    """Seconds the host takes to launch `launches` one-element CUDA kernels (a few microseconds each), on
+    an idle GPU, waited for afterwards and not timed: what one kernel launch costs the host now (an eager
+    SD3.5 step launches a few thousand)."""
+    tiny = torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(launches):
+        tiny.add_(1)
+    elapsed = time.perf_counter() - started
+    torch.cuda.synchronize()
+    return round(elapsed, 6)
 
 
 def _device_allocations(cuda):

@@ -48,9 +48,10 @@ def test_profiled_cells_show_their_gpu_time_and_its_cost(run):
     assert strength_row.split("|")[9].strip() == ""  # measured without the profiler: no GPU time
 
 
-def test_counted_cells_show_the_host_probe_per_round(run):
-    counted = [{"issue_s": 0.15, "host_probe_s": 0.0009}, {"issue_s": 0.16, "host_probe_s": 0.0008}]
-    run["results"][0].update(count_per_step=[{"issue_s": 5.0, "host_probe_s": 0.5}, *counted])
+def test_counted_cells_show_the_host_probes_per_round(run):
+    counted = [{"issue_s": 0.15, "host_probe_s": 0.0009, "launch_probe_s": 0.0011},
+               {"issue_s": 0.16, "host_probe_s": 0.0008, "launch_probe_s": 0.0013}]
+    run["results"][0].update(count_per_step=[{"issue_s": 5.0, "host_probe_s": 0.5, "launch_probe_s": 0.5}, *counted])
     row = next(line for line in matrix_table(run).splitlines() if "| none |" in line)
     # the first step (factor searches, a state change) is left out of the medians
-    assert row.rstrip(" |").endswith("0.160, 0.155, probe 0.85 ms")
+    assert row.rstrip(" |").endswith("0.160, 0.155, probe 0.85 ms, launches 1.20 ms")

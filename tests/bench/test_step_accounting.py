@@ -3,6 +3,7 @@ and the counted functions are given back afterwards."""
 import gc
 import time
 
+import pytest
 import torch
 
 from devtools.comfy_host import import_comfy_in_process
@@ -45,3 +46,10 @@ def test_issue_time_ends_where_the_host_had_queued_the_step():
     # the second step's time begins after the first one's probe (five runs of it), not before
     assert no_wait["wall_s"] < queued_then_waited["host_probe_s"]
     assert queued_then_waited["device_allocations"] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="kernel launches need a CUDA device")
+def test_a_step_on_a_gpu_times_the_kernel_launches_of_its_probe():
+    with step_accounting() as (steps, on_step):
+        on_step()
+    assert 0 < steps[0]["launch_probe_s"] < 1
