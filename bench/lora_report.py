@@ -19,18 +19,14 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ou
           "ours_weight_only": "ours weight-only",
           "ours_fp8_lora_unfused": "ours FP8 matmul, LoRA'd layers off the one-pass blocks (as before the nineteenth session)",
           "ours_fp8_lora_epilogue": "ours FP8 matmul, LoRAs in the Triton GEMM's epilogue (as before the LoRA columns)"}
-# The tables the criteria count: the twenty-fifth session's (0.33 with DynamicVRAM, profiled, and 0.33 without
-# it, full VRAM) ran the code as it stands (K-aligned LoRA columns written by the norm, few rows added after the
-# GEMM); the twenty-fourth session's (0.33 with DynamicVRAM at full VRAM: the table and the profiled cells) ran
-# the columns before that, FP8 attention included; the twentieth session's ran it with cuDNN's bf16 attention
-# (the default then); the nineteenth session's others differ from those only in ours FP8's LoRA path (LoRAs in
-# the Triton GEMM's epilogue, not as columns of cuBLAS's), as each one's note says. Tables of older code
-# (analysis_lora.md says which) come after them.
-CURRENT_TABLES = ("lora_033_DynamicVRAM_profiled25.json", "lora_033_no_DynamicVRAM25.json",
-                  "lora_033_DynamicVRAM_fp8_attention24.json", "lora_033_DynamicVRAM_profiled24.json",
-                  "lora_0375.json", "lora_033_no_DynamicVRAM.json", "lora_033_no_DynamicVRAM_cap8.json",
-                  "lora_033_DynamicVRAM.json", "lora_033_DynamicVRAM_counted20.json", "lora_033_DynamicVRAM_cap8.json",
-                  "lora_033_DynamicVRAM_profiled20.json")
+# The tables the criteria count: those that ran the code as it stands (K-aligned LoRA columns written by the
+# norm, few rows added after the GEMM; twenty-fifth and twenty-sixth sessions), and for the one cell of the
+# matrix not rerun with it (0.33 without DynamicVRAM under the cap) the nineteenth session's table, whose note
+# says how its code differs. Tables of older code (analysis_lora.md says which) come after them.
+CURRENT_TABLES = ("lora_033_DynamicVRAM_counted26.json", "lora_033_DynamicVRAM_profiled25.json",
+                  "lora_033_DynamicVRAM_cap8_26.json", "lora_033_DynamicVRAM_ours_fp8_compiled26.json",
+                  "lora_033_no_DynamicVRAM25.json", "lora_0375_26.json", "lora_0375_counted26.json",
+                  "lora_0375_probe26.json", "lora_033_no_DynamicVRAM_cap8.json")
 # The criteria of the LoRA issue, for this pack's variants
 ERROR_GROWTH, LORA_COST = 0.01, 0.05
 
