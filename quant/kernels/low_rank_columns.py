@@ -10,16 +10,16 @@ of SD3.5 Large cost +9.9% of an eager step's GPU time that way, about 7 ms of it
 where the LoRA's term low @ up.T (low = x @ down.T) equals x_scale * w_scale * (a @ b.T) with
 a = low / x_scale and b = up / w_scale, carried in FP8 as lq = a / c and uq = b * c for one c per rank.
 Each FP8 factor must stay within +-448, so a rank whose largest a times largest b exceeds 448^2 is
-split over J columns, each carrying a / (c sqrt(J)) and b c / sqrt(J). The largest b is known from the
-weight; the largest a is not, before the call: |x / x_scale| <= 448 per element, so a_r =
-(x / x_scale) @ down_r has a standard deviation of at most 448 ||down_r|| (a row at the FP8 maximum
-everywhere), and the columns take ACTIVATION_SIGMAS of that. Rows of SD3.5's activations spread about
-a quarter as wide (their largest value about four times their rms), so that is about 12 of their
-standard deviations; what lies beyond clamps.
+split over J columns, each carrying a / (c sqrt(J)) and b c / sqrt(J); each rank takes the J its own
+range needs. The largest b is known from the weight; the largest a is not, before the call:
+|x / x_scale| <= 448 per element, so a_r = (x / x_scale) @ down_r has a standard deviation of at most
+448 ||down_r|| (a row at the FP8 maximum everywhere), and the columns take ACTIVATION_SIGMAS of that.
+Rows of SD3.5's activations spread about a quarter as wide (their largest value about four times their
+rms), so that is about 12 of their standard deviations; what lies beyond clamps.
 The LoRA's term is then rounded to FP8 once more than the epilogue's (about 2-3% of that term).
-Columns beyond those the range needs carry the rank split further, which makes that rounding smaller.
+Splitting a rank does not make that rounding smaller: its J columns hold the same two values each, whose
+roundings add up rather than average out. Columns beyond those the ranges need are zero, padding K for cuBLAS.
 """
-import math
 from typing import NamedTuple
 
 import torch
@@ -33,19 +33,20 @@ ACTIVATION_SIGMAS = 3.0
 # torch._scaled_mm takes K in multiples of 16
 _COLUMN_MULTIPLE = 16
 # cuBLAS's FP8 GEMM runs a K of 16 mod 32 about a fifth slower than the next multiple of 32, and multiples
-# of 64 the fastest: on an H200, Large's x qkv (8192 rows x K -> 7296) took 0.229 ms at K = 2432, 0.280 at
-# 2432 + 80 columns and 0.242 at 2432 + 128; its fc1 0.306, 0.373 and 0.321 (bench/results/
-# kernels_lora_columns_width.json). So the columns fill K up to a multiple of this where that fits.
-_K_MULTIPLE = 64
+# of 128 the fastest: on an H200, Large's x qkv (8192 rows x K -> 7296) took 0.229 ms at K = 2432 (19 x 128),
+# 0.280 at 2432 + 80 columns, 0.243 at + 64, 0.242 at + 128 and 0.255 at + 192; its fc1 0.306, 0.373, 0.326,
+# 0.321 and 0.342; Medium's (K = 1536) likewise (bench/results/kernels_lora_columns_width.json). So the
+# columns fill K up to the first of these multiples that fits.
+_K_MULTIPLES = (128, 64)
 # The columns widen the GEMM's K; beyond a quarter of it the Triton GEMM with the LoRA in its epilogue
 # is the cheaper (on an H200 it took 0.297 ms for SD3.5 Large's x qkv and 0.404 for fc1 where cuBLAS took
-# 0.231 and 0.309, about 30% more: bench/results/kernels_lora.json). A rank-16 LoRA that changes Large's
-# weights by 8% takes 80 columns (3% of K = 2432), one changing them by 50% 336.
+# 0.231 and 0.309, about 30% more: bench/results/kernels_lora.json). A random rank-16 LoRA that changes
+# Large's qkv weights by 8% needs 62 columns (3% of K = 2432; 128 with K's padding), one changing them by 50% 344.
 MAX_COLUMNS_PER_INPUT = 0.25
 
 
 class RankColumns(NamedTuple):
-    up_fp8: torch.Tensor  # (out, columns) FP8: b * c / sqrt(J) per column, zero-padded
+    up_fp8: torch.Tensor  # (out, columns) FP8: b * c / sqrt(J) per column of its rank, zero-padded
     spread: torch.Tensor  # (rank, columns) fp32: a @ spread is the activations' columns before rounding
 
 
@@ -58,26 +59,27 @@ def rank_columns(up: torch.Tensor, down: torch.Tensor, weight_scale: torch.Tenso
     tiny = torch.finfo(torch.float32).tiny
     b_max = b.abs().amax(dim=0).clamp_min(tiny)
     a_max = (FP8_MAX * ACTIVATION_SIGMAS * torch.linalg.vector_norm(down, dim=1)).clamp_min(tiny)
-    needed = max(1, math.ceil(float((a_max * b_max).max()) / FP8_MAX ** 2))
-    columns = _width(down.shape[1], rank * needed)
-    split = columns // rank
-    balance = (a_max / b_max).sqrt() * math.sqrt(split)
-    padding = columns - rank * split
+    split = (a_max * b_max / FP8_MAX ** 2).ceil().clamp_min(1).long()
+    needed = int(split.sum())
+    columns = _width(down.shape[1], needed)
+    balance = (a_max / b_max).sqrt() * split.sqrt()
     up_columns = (b * (balance / split)).repeat_interleave(split, dim=1)
-    up_fp8 = torch.nn.functional.pad(up_columns, (0, padding)).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-    # rank r's J columns each take a_r / (c_r sqrt(J))
+    up_fp8 = torch.nn.functional.pad(up_columns, (0, columns - needed)).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    # rank r's J_r columns each take a_r / (c_r sqrt(J_r))
     spread = torch.zeros(rank, columns, device=up.device)
-    spread[torch.arange(rank, device=up.device).repeat_interleave(split), torch.arange(rank * split, device=up.device)] = (
+    spread[torch.arange(rank, device=up.device).repeat_interleave(split), torch.arange(needed, device=up.device)] = (
         1 / balance).repeat_interleave(split)
     return RankColumns(up_fp8.contiguous(), spread)
 
 
 def _width(in_features: int, needed: int) -> int:
     """The columns for a layer with in_features inputs whose LoRA needs `needed` of them: up to the next
-    multiple of _K_MULTIPLE of the GEMM's K where that fits in the layer's limit, else the next multiple of 16."""
-    aligned = -(-(in_features + needed) // _K_MULTIPLE) * _K_MULTIPLE - in_features
-    if aligned <= MAX_COLUMNS_PER_INPUT * in_features:
-        return aligned
+    multiple of the first of _K_MULTIPLES of the GEMM's K that fits in the layer's limit, else the next
+    multiple of 16."""
+    for multiple in _K_MULTIPLES:
+        aligned = -(-(in_features + needed) // multiple) * multiple - in_features
+        if aligned <= MAX_COLUMNS_PER_INPUT * in_features:
+            return aligned
     return -(-needed // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
 
 

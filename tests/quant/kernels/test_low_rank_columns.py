@@ -64,16 +64,33 @@ def test_a_stronger_lora_takes_more_columns():
     assert widths == sorted(widths) and widths[0] < widths[-1]
 
 
-def test_the_columns_fill_the_gemms_k_to_a_multiple_of_64_where_that_fits():
-    """cuBLAS's FP8 GEMM runs a K of 16 mod 32 about a fifth slower (bench/results/kernels_lora_columns_width.json);
-    a layer too narrow for the padding (a quarter of its inputs at most) takes the columns it needs."""
+def test_the_columns_fill_the_gemms_k_to_a_multiple_of_128_where_that_fits():
+    """cuBLAS's FP8 GEMM runs a K of 16 mod 32 about a fifth slower, and multiples of 128 fastest
+    (bench/results/kernels_lora_columns_width.json); a layer too narrow for the padding (a quarter of its inputs
+    at most) takes the columns it needs."""
     generator = torch.Generator().manual_seed(8)
-    for in_features, strength, expected in ((IN, 0.02, 64), (IN, 0.2, 192), (128, 0.02, 16)):
+    for in_features, strength, expected in ((IN, 0.02, 128), (IN, 0.2, 256), (128, 0.02, 16)):
         weight = torch.randn(OUT, in_features, generator=generator) * in_features ** -0.5
         change = torch.randn(OUT, RANK, generator=generator) @ torch.randn(RANK, in_features, generator=generator)
         factors = low_rank_factors(change * strength * weight.norm() / change.norm(), 1e-4 * float(change.norm()))
         _, scale = quantize_weight(weight)
         assert rank_columns(factors.up, factors.down, scale).up_fp8.shape[1] == expected
+
+
+def test_each_rank_takes_the_columns_its_own_range_needs():
+    """One strong rank among weak ones (a real LoRA's decaying spectrum): the strong rank is split over
+    many columns, the weak ones take one each, so the whole fits in 128, where splitting every rank as the
+    strongest needs took 784 (beyond the quarter of K the columns may take: the slower epilogue GEMM then);
+    the layer's output is as exact as with the LoRA in the epilogue."""
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(ROWS, IN, generator=generator)
+    weight = torch.randn(OUT, IN, generator=generator) * IN ** -0.5
+    strengths = torch.tensor([1.0] + [0.02] * (RANK - 1))
+    change = (torch.randn(OUT, RANK, generator=generator) * strengths) @ torch.randn(RANK, IN, generator=generator)
+    factors = low_rank_factors(change * 0.3 * weight.norm() / change.norm(), 1e-4 * float(change.norm()))
+    in_columns, epilogue, patched, width = both_ways(x, weight, factors)
+    assert width == 128
+    assert relative_error(in_columns, patched) <= relative_error(epilogue, patched) + 0.005
 
 
 def test_rows_at_the_fp8_maximum_everywhere():
