@@ -170,13 +170,15 @@ def _as_stored(layer, input):
 def lora_side_path(layer, weight):
     """The low-rank LoRA of this call (quant.low_rank.LowRank) or None; weight: what
     cast_stored_weight returned."""
-    merged = getattr(layer.weight, "sd35_low_rank", None)
-    if merged is not None:
-        return merged
-    for patch in (*layer.weight_function, _lowvram_function(layer)):
-        if isinstance(patch, ScaledLowVramPatch):
-            return patch.low_rank(weight)
-    return None
+    low_rank = getattr(layer.weight, "sd35_low_rank", None)
+    if low_rank is None:
+        for patch in (*layer.weight_function, _lowvram_function(layer)):
+            if isinstance(patch, ScaledLowVramPatch):
+                low_rank = patch.low_rank(weight)
+                break
+    # rank 0: a LoRA that leaves the layer as it is (LoraLoader's model strength 0 beside a CLIP strength, an
+    # adapter of zeros), found and kept like any other so that ComfyUI's cast leaves the weight alone
+    return None if low_rank is None or low_rank.up.shape[1] == 0 else low_rank
 
 
 def keep_stored_dtype(layer):

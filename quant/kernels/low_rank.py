@@ -80,8 +80,9 @@ def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: t
                 dtype: torch.dtype = torch.float32, with_columns: bool = False) -> Optional[LowRank]:
     """The side path that turns the layer's FP8 weight into `patched` (the weight with a LoRA merged,
     as ComfyUI computed it, in whatever float dtype it used), or None when the difference is not
-    of low rank. dtype: the model's compute dtype; factors stored in it are used as they are, not
-    converted on every call. with_columns: also the LoRA as FP8 columns of the layer's GEMM, for the
+    of low rank; factors of rank 0 where patched is the layer's weight up to its dtype's rounding.
+    dtype: the model's compute dtype; factors stored in it are used as they are, not converted on
+    every call. with_columns: also the LoRA as FP8 columns of the layer's GEMM, for the
     paths that take it so (compute_path.ComputePath.fp8_rows_kernels), where it fits in them."""
     real = dequantize_weight(weight_fp8.to(patched.device), weight_scale.to(patched.device))
     rounding = max(torch.finfo(patched.dtype).eps, _FP32_RANGE_FINDING)
@@ -89,7 +90,8 @@ def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: t
     factors = low_rank_factors(patched - real, float(rounding * torch.linalg.matrix_norm(patched)))
     if factors is None:
         return None
-    columns = rank_columns(factors.up, factors.down, weight_scale.to(patched.device)) if with_columns else None
+    columns = (rank_columns(factors.up, factors.down, weight_scale.to(patched.device))
+               if with_columns and factors.up.shape[1] else None)
     if columns is not None and not fits_in_columns(columns, patched.shape[1]):
         columns = None
     return LowRank(factors.up.to(dtype), factors.down.to(dtype), columns)

@@ -165,6 +165,31 @@ def test_stock_lora_loader_keeps_the_lora_beside_the_fp8_weight_and_unpatches_ex
     assert torch.equal(layer_output(layer, x), out_before)
 
 
+@pytest.mark.parametrize("low_vram", [False, True])
+def test_a_lora_at_model_strength_0_leaves_every_layer_as_it_is(pack, models_dir, low_vram):
+    """LoraLoader with model strength 0 beside a CLIP strength patches the model with its own weights: no
+    layer takes a side path (on the row-wise FP8 path, building its FP8 columns failed on rank 0), and the
+    output is the model's bit for bit."""
+    import comfy.sd
+    from devtools.random_lora import random_lora
+    from sd35_fp8.nodes.comfy_versions import lora_side_path
+    write_checkpoint(models_dir / "checkpoints" / "base.safetensors", clip_l=False, vae=False)
+    model, _, _ = load_checkpoint(pack, "base.safetensors", "fp8_default")
+    lora = random_lora(model.model.diffusion_model.state_dict(), seed=3, rank=4)
+    at_zero, _ = comfy.sd.load_lora_for_models(model, None, lora, 0.0, 0.0)
+    assert len(at_zero.patches) == len(lora) // 2  # every qkv and fc1
+    inputs = random_inputs()
+    before = mmdit_output(model, inputs)
+    if low_vram:
+        at_zero.load(torch.device("cpu"), lowvram_model_memory=1)  # patches run per call
+    else:
+        at_zero.patch_model()
+    layers = [m for m in at_zero.model.diffusion_model.modules() if getattr(m, "weight_scale", None) is not None]
+    assert torch.equal(mmdit_output(at_zero, inputs), before)
+    assert all(lora_side_path(layer, layer.weight) is None for layer in layers)
+    at_zero.detach() if low_vram else at_zero.unpatch_model()
+
+
 def test_lora_applied_per_call_in_low_vram_mode(lora_on_fp8_layer):
     patched, layer, weight_before, expected = lora_on_fp8_layer
     stored_before = layer.weight.detach().clone()

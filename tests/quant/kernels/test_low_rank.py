@@ -33,7 +33,8 @@ def test_the_lora_columns_come_only_where_asked_for_and_where_they_fit():
     patched = real + change * 0.05
     assert lora_beside(weight_fp8, scale, patched).columns is None
     columns = lora_beside(weight_fp8, scale, patched, with_columns=True).columns
-    # rank 4 needs 16 columns; they fill the GEMM's K to 320, a multiple of 64, each rank split over 16
+    # rank 4 needs about 16 columns; zero columns fill the GEMM's K to 320, a multiple of 64 (384, the next
+    # multiple of 128, would take more than the quarter)
     assert columns.up_fp8.shape == (96, 64) and columns.spread.shape == (4, 64)
     too_strong = lora_beside(weight_fp8, scale, real + change * 3, with_columns=True)
     assert too_strong is not None and too_strong.columns is None
@@ -61,6 +62,14 @@ def test_a_zero_difference_gives_rank_zero_factors_that_add_nothing():
     factors = low_rank_factors(torch.zeros(50, 40), tolerance=0.0)
     x, out = torch.randn(3, 40), torch.randn(3, 50)
     assert factors.up.shape == (50, 0) and torch.equal(factors.add_to(out.clone(), x), out)
+
+
+def test_a_lora_that_changes_nothing_has_rank_zero_and_no_columns():
+    """LoraLoader at model strength 0 beside a CLIP strength patches every layer with its own weight: the
+    side path is of rank 0, with no FP8 columns (the range of no rank to take them from)."""
+    weight_fp8, scale = quantize_weight(torch.randn(96, 256) * 256 ** -0.5)
+    side = lora_beside(weight_fp8, scale, dequantize_weight(weight_fp8, scale), torch.bfloat16, with_columns=True)
+    assert side.up.shape == (96, 0) and side.down.shape == (0, 256) and side.columns is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
