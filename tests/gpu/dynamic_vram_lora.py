@@ -1,7 +1,7 @@
 """Run by tests/gpu/test_dynamic_vram_lora.py in a process of its own, since DynamicVRAM is switched
 on for a whole process: `python -m tests.gpu.dynamic_vram_lora SEED`. Samples one step of a tiny
-SD3.5 MMDiT with stock default and with each of this pack's compute paths, without a LoRA, with one
-and with it removed again, and prints the latents' comparisons as JSON on its last line.
+SD3.5 MMDiT with stock default and with each of this pack's compute paths, without a LoRA, with one,
+with it removed again and at strength 0, and prints the latents' comparisons as JSON on its last line.
 Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
 import importlib.util
 import json
@@ -55,6 +55,9 @@ def main(seed):
             latents[name]["lora again"] = sample(with_lora, positive, negative, seed)
         searches_again[name] = searches[0]
         latents[name]["removed"] = sample(model, positive, negative, seed)
+        # LoraLoader at model strength 0 beside a CLIP strength: the model's own weights as the patch
+        at_zero, _ = comfy.sd.load_lora_for_models(model, None, lora, 0.0, 0)
+        latents[name]["strength 0"] = sample(at_zero, positive, negative, seed)
     stock = latents["stock default"]
     result = {"aimdo_enabled": bool(comfy.memory_management.aimdo_enabled),
               "patcher": type(models["auto"]).__name__,
@@ -67,6 +70,7 @@ def main(seed):
         result[compute] = {"error_without_lora": relative_error(ours["none"], stock["none"]),
                            "error_with_lora": relative_error(ours["lora"], stock["lora"]),
                            "removed_bit_equal": torch.equal(ours["removed"], ours["none"]),
+                           "strength_0_bit_equal": torch.equal(ours["strength 0"], ours["none"]),
                            "second_run_same": torch.equal(ours["lora again"], ours["lora"]),
                            "factor_searches_in_second_run": searches_again[compute],
                            "finite": bool(torch.isfinite(ours["lora"]).all())}

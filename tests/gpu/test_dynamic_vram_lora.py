@@ -1,6 +1,6 @@
 """A LoRA through ComfyUI's own LoRA code with DynamicVRAM on, as ComfyUI 0.33's main.py turns it on
 on a GPU (its default there): both compute paths sample, the LoRA takes effect at the right scale,
-removing it gives back the model's output bit for bit, the scales live on the GPU, and a second run
+removing it or setting its strength to 0 gives back the model's output bit for bit, the scales live on the GPU, and a second run
 with the same LoRA does not search its side path again. CI has no GPU: skipped there."""
 import json
 import subprocess
@@ -32,6 +32,7 @@ def test_lora_with_dynamic_vram_on_each_compute_path():
     for compute in ("auto", "weight_only"):
         ours = result[compute]
         assert ours["finite"] and ours["removed_bit_equal"] and ours["second_run_same"], (compute, ours)
+        assert ours["strength_0_bit_equal"], (compute, ours)
         # DynamicVRAM makes new patch objects at every run; an unchanged LoRA keeps its side path
         assert ours["factor_searches_in_second_run"] == 0, (compute, ours)
         # A LoRA applied to the unscaled fp8 values, or not at all, would land near lora_effect.
