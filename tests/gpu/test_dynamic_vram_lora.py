@@ -1,7 +1,8 @@
 """A LoRA through ComfyUI's own LoRA code with DynamicVRAM on, as ComfyUI 0.33's main.py turns it on
 on a GPU (its default there): both compute paths sample, the LoRA takes effect at the right scale,
-removing it or setting its strength to 0 gives back the model's output bit for bit, the scales live on the GPU, and a second run
-with the same LoRA does not search its side path again. CI has no GPU: skipped there."""
+removing it or setting its strength to 0 gives back the model's output bit for bit, the scales live on
+the GPU, and a second run with the same LoRA does not search its side path again. CI has no GPU:
+skipped there."""
 import json
 import subprocess
 import sys

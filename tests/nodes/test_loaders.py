@@ -187,7 +187,10 @@ def test_a_lora_at_model_strength_0_leaves_every_layer_as_it_is(pack, models_dir
     layers = [m for m in at_zero.model.diffusion_model.modules() if getattr(m, "weight_scale", None) is not None]
     assert torch.equal(mmdit_output(at_zero, inputs), before)
     assert all(lora_side_path(layer, layer.weight) is None for layer in layers)
-    at_zero.detach() if low_vram else at_zero.unpatch_model()
+    if low_vram:
+        at_zero.detach()
+    else:
+        at_zero.unpatch_model()
 
 
 def test_lora_applied_per_call_in_low_vram_mode(lora_on_fp8_layer):
