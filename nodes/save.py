@@ -9,8 +9,9 @@ from ..quant.errors import SD35FP8Error
 from ..quant.files.formats.comfy_mixed import write_fp8_file
 from ..quant.layouts.sd35_layout import CHECKPOINT_MMDIT_PREFIX
 from ..quant.quantized_weight import QuantizedWeight
-from ..quant.scales import GRANULARITIES, PER_CHANNEL, SCALE_SUFFIX, scale_key
+from ..quant.scales import GRANULARITIES, PER_CHANNEL
 from .loaders import CATEGORY
+from .patched_tensors import patched_model_tensors
 
 FOLDERS = ["diffusion_models", "checkpoints"]
 GRANULARITY_INPUT = (list(GRANULARITIES), {"default": PER_CHANNEL, "tooltip":
@@ -40,16 +41,6 @@ def models_folder(folder):
     return next((p for p in existing if os.path.basename(os.path.normpath(p)) == folder), existing[0])
 
 
-def model_tensors(state_dict):
-    """(name, tensor or QuantizedWeight) of a loaded MMDiT: our FP8 linears keep `weight_scale`
-    beside an fp8 `weight`."""
-    for name, tensor in state_dict.items():
-        if name.endswith(SCALE_SUFFIX):
-            continue
-        scale = state_dict.get(scale_key(name)) if name.endswith(".weight") else None
-        yield name, tensor if scale is None else QuantizedWeight(tensor, scale)
-
-
 class SD35FP8SaveCheckpoint:
     DESCRIPTION = (
         "Saves an SD3.5 MODEL from this pack's loaders as one .safetensors file, so the next load skips "
@@ -59,7 +50,7 @@ class SD35FP8SaveCheckpoint:
         "granularity and the source file with its sha256. per_channel keeps the loaded weights bit for bit "
         "(this pack reads the file); per_tensor requantizes each per-channel FP8 weight to one scale per tensor "
         "(a second rounding: about 1.4x the weight error) and stock ComfyUI loads it too. LoRAs applied to the "
-        "MODEL are baked in. "
+        "MODEL are baked in: each layer a LoRA changes is quantized to FP8 again, with the LoRA merged. "
         "The file is written under a temporary name and appears only when complete.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ()
@@ -95,11 +86,10 @@ class SD35FP8SaveCheckpoint:
                                "overwrite on.")
 
         # As stock CheckpointSave: the MODEL's own weights, its patches (LoRA) applied.
-        comfy.model_management.load_models_gpu([model] + ([clip.load_model()] if clip is not None else []),
-                                               force_patch_weights=True)
-        mmdit = dict(model_tensors(model.model.diffusion_model.state_dict()))
+        mmdit = dict(patched_model_tensors(model))
         others = {}
         if clip is not None:
+            comfy.model_management.load_models_gpu([clip.load_model()], force_patch_weights=True)
             others.update(model.model.model_config.process_clip_state_dict_for_saving(clip.get_sd()))
         if vae is not None:
             others.update(model.model.model_config.process_vae_state_dict_for_saving(vae.get_sd()))
