@@ -1,7 +1,8 @@
 """Run by tests/gpu/test_dynamic_vram_lora.py in a process of its own, since DynamicVRAM is switched
 on for a whole process: `python -m tests.gpu.dynamic_vram_lora SEED`. Samples one step of a tiny
 SD3.5 MMDiT with stock default and with each of this pack's compute paths, without a LoRA, with one,
-with it removed again and at strength 0, and prints the latents' comparisons as JSON on its last line.
+with it removed again and at strength 0, and prints the latents' comparisons as JSON on its last line,
+with how far the save node's weights with the LoRA baked in, taken after sampling with it, are from it.
 Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
 import importlib.util
 import json
@@ -26,6 +27,25 @@ def sample(model, positive, negative, seed):
                                    seed=seed, disable_pbar=True)
 
 
+def merged_lora(weights, lora):
+    """{weight name: the weight with random_lora's LoRA merged at strength 1, in fp32}"""
+    merged = {}
+    for name, weight in weights.items():
+        key = "lora_unet_" + name[: -len(".weight")].replace(".", "_")
+        if key + ".lora_up.weight" in lora:
+            merged[name] = weight.float() + lora[key + ".lora_up.weight"] @ lora[key + ".lora_down.weight"]
+    return merged
+
+
+def baked_lora_error(with_lora, weights, lora):
+    """The largest relative error of an FP8 weight the save node writes for with_lora (its LoRA baked in)
+    against the unquantized weight with the LoRA merged."""
+    from sd35_fp8.nodes.patched_tensors import patched_model_tensors
+    baked = dict(patched_model_tensors(with_lora))
+    return max(relative_error(baked[name].dequantize(torch.float32).cpu(), merged)
+               for name, merged in merged_lora(weights, lora).items())
+
+
 def main(seed):
     try:
         import_comfy_in_process(dynamic_vram=True)
@@ -46,7 +66,7 @@ def main(seed):
         models[compute], _, path = build_fp8_model(iter(weights.items()), len(weights), 0, "tiny", "tiny",
                                                   POLICIES["fp8_default"], force_weight_only=compute == "weight_only")
         models[compute + " path"] = path.name
-    latents, searches_again = {}, {}
+    latents, searches_again, baked_errors = {}, {}, {}
     for name in ("stock default", "auto", "weight_only"):
         model = models[name]
         with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
@@ -54,6 +74,8 @@ def main(seed):
         with counted_factor_searches() as searches:
             latents[name]["lora again"] = sample(with_lora, positive, negative, seed)
         searches_again[name] = searches[0]
+        if name != "stock default":
+            baked_errors[name] = baked_lora_error(with_lora, weights, lora)
         latents[name]["removed"] = sample(model, positive, negative, seed)
         # LoraLoader at model strength 0 beside a CLIP strength: the model's own weights as the patch
         at_zero, _ = comfy.sd.load_lora_for_models(model, None, lora, 0.0, 0)
@@ -63,6 +85,8 @@ def main(seed):
               "patcher": type(models["auto"]).__name__,
               "paths": {c: models[c + " path"] for c in ("auto", "weight_only")},
               "lora_effect": relative_error(stock["lora"], stock["none"]),
+              "lora_effect_on_weights": min(relative_error(weights[name].float(), merged) for name, merged
+                                            in merged_lora(weights, lora).items()),
               "weight_scale_devices": sorted({str(m.weight_scale.device) for m in models["auto"].model.modules()
                                               if getattr(m, "weight_scale", None) is not None})}
     for compute in ("auto", "weight_only"):
@@ -73,6 +97,7 @@ def main(seed):
                            "strength_0_bit_equal": torch.equal(ours["strength 0"], ours["none"]),
                            "second_run_same": torch.equal(ours["lora again"], ours["lora"]),
                            "factor_searches_in_second_run": searches_again[compute],
+                           "baked_weight_error": baked_errors[compute],
                            "finite": bool(torch.isfinite(ours["lora"]).all())}
     print(json.dumps(result), flush=True)
     # comfy-aimdo 0.4.13 can crash in the interpreter's teardown (SIGSEGV after the result was
