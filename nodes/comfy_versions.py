@@ -22,6 +22,7 @@ import comfy.utils
 from comfy.ops import cast_bias_weight
 
 from ..quant.kernels.low_rank import lora_beside
+from ..quant.scales import weight_scale_like
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -40,9 +41,9 @@ _CAST_REQUANT_ARGS = "want_requant" in inspect.signature(cast_bias_weight).param
 class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
     """A LoRA applied at call time to an FP8Linear. It leaves the stored weight as it is and keeps
     the LoRA as a side path, found from the patched weight on first use; a LoRA without low-rank
-    factors is merged: given the stored fp8 tensor it returns the patched fp8 tensor (same scale),
-    given stored values in a float dtype (0.33 DynamicVRAM) patched stored-domain values in that
-    dtype, which ComfyUI then rounds to fp8."""
+    factors is merged, with a scale of the patched weight's own (merged_scale): given the stored fp8
+    tensor it returns the patched fp8 tensor, given stored values in a float dtype (0.33 DynamicVRAM)
+    the patched values in that dtype and scale, which ComfyUI then rounds to fp8."""
 
     def low_rank(self, stored):
         if not hasattr(self, "sd35_low_rank"):
@@ -52,11 +53,14 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
             # LoRA and its strength stay), so a run with an unchanged LoRA does not search again.
             # The last one found stays until another replaces it (rank x (in + out) values).
             entries = tuple(self.patches[self.key])
-            found_for, low_rank = getattr(layer, "sd35_side_path_found", ((), None))
+            found_for, low_rank, merged_scale = getattr(layer, "sd35_side_path_found", ((), None, None))
             if len(found_for) != len(entries) or any(a is not b for a, b in zip(found_for, entries)):
-                low_rank = lora_beside(stored, layer.weight_scale, self._patched(stored, torch.float32),
-                                       layer.compute_dtype, layer.lora_columns)
-                layer.sd35_side_path_found = (entries, low_rank)
+                patched = self._patched(stored, torch.float32)
+                low_rank = lora_beside(stored, layer.weight_scale, patched, layer.compute_dtype, layer.lora_columns)
+                # A change that is not of low rank (DoRA, OFT, a LoRA of rank > 64) can widen a channel past
+                # the range of the layer's scale, which would clip it.
+                merged_scale = None if low_rank is not None else weight_scale_like(patched, layer.weight_scale)
+                layer.sd35_side_path_found = (entries, low_rank, merged_scale)
                 if stored.is_cuda and not torch.compiler.is_compiling():
                     # The search's fp32 copies of the weight (several hundred MB for SD3.5 Large's
                     # fc1) would stay in torch's cache for the whole run: under an 8 GiB cap with
@@ -65,8 +69,13 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
                     # Not while TorchCompileModel traces the layer, whose LoRA run was measured
                     # without this call.
                     torch.cuda.empty_cache()
-            self.sd35_low_rank = low_rank
+            self.sd35_low_rank, self.sd35_merged_scale = low_rank, merged_scale
         return self.sd35_low_rank
+
+    def merged_scale(self, stored):
+        """The scale of the weight this patch merges into (None where its LoRA stays beside the weight)."""
+        self.low_rank(stored)
+        return self.sd35_merged_scale
 
     def _patched(self, stored, compute):
         scale = self.sd35_fp8_layer.weight_scale.to(device=stored.device, dtype=compute)
@@ -78,7 +87,7 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
         if self.low_rank(weight) is not None:
             return weight
         compute = weight.dtype if weight.dtype in _FLOAT_DTYPES else torch.float32
-        stored = self._patched(weight, compute) / self.sd35_fp8_layer.weight_scale.to(device=weight.device, dtype=compute)
+        stored = self._patched(weight, compute) / self.sd35_merged_scale.to(device=weight.device, dtype=compute)
         if weight.dtype in _FLOAT_DTYPES:
             return stored
         return comfy.float.stochastic_rounding(stored, weight.dtype, seed=string_to_seed(self.key))
@@ -167,18 +176,20 @@ def _as_stored(layer, input):
     return weight, None if bias is None else bias.to(input.dtype)
 
 
-def lora_side_path(layer, weight):
-    """The low-rank LoRA of this call (quant.low_rank.LowRank) or None; weight: what
-    cast_stored_weight returned."""
+def call_patches(layer, weight):
+    """(the low-rank LoRA of this call (quant.low_rank.LowRank) or None, the scale of the FP8 weight it
+    computes with: the layer's, or a merged LoRA's own); weight: what cast_stored_weight returned."""
     low_rank = getattr(layer.weight, "sd35_low_rank", None)
-    if low_rank is None:
+    scale = getattr(layer.weight, "sd35_weight_scale", None)
+    if low_rank is None and scale is None:
         for patch in (*layer.weight_function, _lowvram_function(layer)):
             if isinstance(patch, ScaledLowVramPatch):
-                low_rank = patch.low_rank(weight)
+                low_rank, scale = patch.low_rank(weight), patch.merged_scale(weight)
                 break
     # rank 0: a LoRA that leaves the layer as it is (LoraLoader's model strength 0 beside a CLIP strength, an
     # adapter of zeros), found and kept like any other so that ComfyUI's cast leaves the weight alone
-    return None if low_rank is None or low_rank.up.shape[1] == 0 else low_rank
+    return (None if low_rank is None or low_rank.up.shape[1] == 0 else low_rank,
+            layer.weight_scale if scale is None else scale)
 
 
 def keep_stored_dtype(layer):

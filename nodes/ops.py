@@ -5,9 +5,11 @@ channel, shape (out, 1), or per tensor). Layers that arrive without a scale (the
 embedders, everything a policy keeps) behave exactly like ComfyUI's manual_cast Linear.
 
 ModelPatcher (LoRA) works on the stored fp8 values cast to a float dtype: `convert_weight`
-turns them into real weights, `set_weight` requantizes a patched weight with the same scale, so
-unpatching, which restores only `weight`, restores the layer exactly. A LoRA is kept beside the
-FP8 weight as a low-rank side path wherever it can be (nodes/comfy_versions.py).
+turns them into real weights; `set_weight` keeps a LoRA beside the FP8 weight as a low-rank side path
+wherever it can be (nodes/comfy_versions.py), and otherwise requantizes the patched weight with a scale
+of its own. Either rides on a new weight Parameter, so unpatching, which restores only `weight`,
+restores the layer exactly. (Patched in place or handed back, as ComfyUI's hooks and lazy saving ask,
+a weight keeps the layer's scale.)
 """
 import torch
 import comfy.float
@@ -20,7 +22,8 @@ from ..quant.kernels.linear_dispatch import linear_for, norm_rows_linear_for
 from ..quant.kernels.low_rank import lora_beside
 from ..quant.kernels.opaque_op import compiled_code_launches_kernels
 from ..quant.kernels.small_m_linear import SMALL_M_MAX_ROWS
-from .comfy_versions import cast_stored_weight, keep_stored_dtype, lora_side_path
+from ..quant.scales import weight_scale_like
+from .comfy_versions import call_patches, cast_stored_weight, keep_stored_dtype
 
 
 class FP8Linear(comfy.ops.manual_cast.Linear):
@@ -57,8 +60,8 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         if self.weight_scale is None:
             return super().forward_comfy_cast_weights(input)
         weight, bias, offload_stream = cast_stored_weight(self, input)
-        out = self.linears[self.input_activation](input, weight, self._weight_scale_on(input.device), bias,
-                                                  lora_side_path(self, weight))
+        low_rank, scale = call_patches(self, weight)
+        out = self.linears[self.input_activation](input, weight, _on_device(scale, input.device), bias, low_rank)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
 
@@ -76,18 +79,10 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         """This layer on modulate(layer_norm(x), shift, scale), normalized, modulated and quantized to
         FP8 rows in one pass; only where takes_fp8_rows(x). The output has x's dtype and leading shape."""
         weight, bias, offload_stream = cast_stored_weight(self, x)
-        out = self.norm_rows_linear(x, shift, scale, eps, weight, self._weight_scale_on(x.device), bias,
-                                    lora_side_path(self, weight))
+        low_rank, weight_scale = call_patches(self, weight)
+        out = self.norm_rows_linear(x, shift, scale, eps, weight, _on_device(weight_scale, x.device), bias, low_rank)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out.reshape(*x.shape[:-1], weight.shape[0])
-
-    def _weight_scale_on(self, device):
-        scale = self.weight_scale
-        if scale.device != device:
-            # non_blocking: a blocking copy would synchronize the stream for every offloaded layer and
-            # stall ComfyUI's weight streaming (low VRAM).
-            scale = scale.to(device=device, non_blocking=True)
-        return scale
 
     # ModelPatcher finds these on every Linear; kept layers pass through unchanged. So does a
     # tensor still in the stored fp8 dtype: 0.33's DynamicVRAM force-loads small layers through
@@ -96,7 +91,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
     def convert_weight(self, weight, inplace=False, **kwargs):
         if self.weight_scale is None or weight.dtype == self.weight.dtype:
             return weight
-        scale = self.weight_scale.to(device=weight.device, dtype=weight.dtype)
+        scale = getattr(self.weight, "sd35_weight_scale", self.weight_scale).to(device=weight.device, dtype=weight.dtype)
         return weight.mul_(scale) if inplace else weight * scale
 
     def set_weight(self, weight, inplace_update=False, seed=None, return_weight=False, **kwargs):
@@ -109,6 +104,14 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
                 patched.sd35_low_rank = lora
                 self.weight = patched
                 return
+            # Merged (a change not of low rank: DoRA, OFT, a LoRA of rank > 64) with a scale of its own, carried
+            # by the new Parameter as the side path is: the layer's could clip a channel the change widens.
+            scale = weight_scale_like(weight, self.weight_scale)
+            patched = torch.nn.Parameter(comfy.float.stochastic_rounding(weight.float() / scale, self.weight.dtype,
+                                                                         seed=seed), requires_grad=False)
+            patched.sd35_weight_scale = scale
+            self.weight = patched
+            return
         if weight.dtype == self.weight.dtype:
             stored = weight
         else:
@@ -121,6 +124,14 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
             self.weight.data.copy_(stored)
         else:
             self.weight = torch.nn.Parameter(stored, requires_grad=False)
+
+
+def _on_device(scale, device):
+    if scale.device != device:
+        # non_blocking: a blocking copy would synchronize the stream for every offloaded layer and
+        # stall ComfyUI's weight streaming (low VRAM).
+        scale = scale.to(device=device, non_blocking=True)
+    return scale
 
 
 def make_fp8_ops(compute_path: ComputePath, compute_dtype: torch.dtype):

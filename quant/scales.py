@@ -37,6 +37,11 @@ def weight_scale(weight: torch.Tensor, granularity: str = PER_CHANNEL) -> torch.
     return absmax_scale(absmax)
 
 
+def weight_scale_like(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """weight's own scale at the granularity of `scale`, a stored one (per channel or per tensor)."""
+    return weight_scale(weight, PER_TENSOR if scale.ndim == 0 else PER_CHANNEL)
+
+
 def quantize_with_scale(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (weight.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
 
