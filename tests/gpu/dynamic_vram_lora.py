@@ -1,8 +1,9 @@
 """Run by tests/gpu/test_dynamic_vram_lora.py in a process of its own, since DynamicVRAM is switched
 on for a whole process: `python -m tests.gpu.dynamic_vram_lora SEED`. Samples one step of a tiny
 SD3.5 MMDiT with stock default and with each of this pack's compute paths, without a LoRA, with one,
-with it removed again and at strength 0, and prints the latents' comparisons as JSON on its last line,
-with how far the save node's weights with the LoRA baked in, taken after sampling with it, are from it.
+with it removed again, at strength 0 and with a LoRA of rank 80 (merged into the FP8 weights), and
+prints the latents' comparisons as JSON on its last line, with how far the save node's weights with
+the LoRA baked in, taken after sampling with it, are from it.
 Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
 import importlib.util
 import json
@@ -16,6 +17,7 @@ from devtools.factor_searches import counted_factor_searches
 from devtools.numerics import relative_error
 from devtools.random_lora import random_lora
 from devtools.tiny_sd3 import mmdit_state_dict
+from tests.fixtures import adapters
 
 
 def sample(model, positive, negative, seed):
@@ -58,6 +60,8 @@ def main(seed):
     from sd35_fp8.quant.policy import POLICIES
     weights = mmdit_state_dict("medium", depth=2, seed=seed, prefix="")
     lora = random_lora(weights, seed + 1, rank=4, std=0.08)
+    # beyond the side path's rank: ComfyUI's DynamicVRAM merges it as it faults each weight in
+    rank_80 = adapters.adapter("lora_rank_80", weights, seed + 3)
     generator = torch.Generator().manual_seed(seed + 2)
     positive, negative = ([[torch.randn(1, 154, 4096, generator=generator) * 0.5,
                             {"pooled_output": torch.randn(1, 2048, generator=generator) * 0.5}]] for _ in range(2))
@@ -80,11 +84,14 @@ def main(seed):
         # LoraLoader at model strength 0 beside a CLIP strength: the model's own weights as the patch
         at_zero, _ = comfy.sd.load_lora_for_models(model, None, lora, 0.0, 0)
         latents[name]["strength 0"] = sample(at_zero, positive, negative, seed)
+        merged, _ = comfy.sd.load_lora_for_models(model, None, rank_80, 1.0, 0)
+        latents[name]["rank 80"] = sample(merged, positive, negative, seed)
     stock = latents["stock default"]
     result = {"aimdo_enabled": bool(comfy.memory_management.aimdo_enabled),
               "patcher": type(models["auto"]).__name__,
               "paths": {c: models[c + " path"] for c in ("auto", "weight_only")},
               "lora_effect": relative_error(stock["lora"], stock["none"]),
+              "rank_80_effect": relative_error(stock["rank 80"], stock["none"]),
               "lora_effect_on_weights": min(relative_error(weights[name].float(), merged) for name, merged
                                             in merged_lora(weights, lora).items()),
               "weight_scale_devices": sorted({str(m.weight_scale.device) for m in models["auto"].model.modules()
@@ -93,6 +100,7 @@ def main(seed):
         ours = latents[compute]
         result[compute] = {"error_without_lora": relative_error(ours["none"], stock["none"]),
                            "error_with_lora": relative_error(ours["lora"], stock["lora"]),
+                           "error_with_rank_80": relative_error(ours["rank 80"], stock["rank 80"]),
                            "removed_bit_equal": torch.equal(ours["removed"], ours["none"]),
                            "strength_0_bit_equal": torch.equal(ours["strength 0"], ours["none"]),
                            "second_run_same": torch.equal(ours["lora again"], ours["lora"]),
