@@ -2,7 +2,6 @@
 import logging
 import os
 
-import comfy.model_management
 import folder_paths
 
 from ..quant.errors import SD35FP8Error
@@ -86,11 +85,12 @@ class SD35FP8SaveCheckpoint:
                                "overwrite on.")
 
         # As stock CheckpointSave: the MODEL's own weights, its patches (LoRA) applied.
-        mmdit = dict(patched_model_tensors(model))
+        mmdit = dict(patched_model_tensors(model, model.model.diffusion_model, "diffusion_model."))
         others = {}
         if clip is not None:
-            comfy.model_management.load_models_gpu([clip.load_model()], force_patch_weights=True)
-            others.update(model.model.model_config.process_clip_state_dict_for_saving(clip.get_sd()))
+            clip_tensors = dict(patched_model_tensors(clip.patcher, clip.cond_stage_model, ""))
+            clip_tensors.update(clip.tokenizer.state_dict())
+            others.update(model.model.model_config.process_clip_state_dict_for_saving(clip_tensors))
         if vae is not None:
             others.update(model.model.model_config.process_vae_state_dict_for_saving(vae.get_sd()))
         plan = [(key, (value.weight if isinstance(value, QuantizedWeight) else value).shape,

@@ -43,7 +43,7 @@ def baked_lora_error(with_lora, weights, lora):
     """The largest relative error of an FP8 weight the save node writes for with_lora (its LoRA baked in)
     against the unquantized weight with the LoRA merged."""
     from sd35_fp8.nodes.patched_tensors import patched_model_tensors
-    baked = dict(patched_model_tensors(with_lora))
+    baked = dict(patched_model_tensors(with_lora, with_lora.model.diffusion_model, "diffusion_model."))
     return max(relative_error(baked[name].dequantize(torch.float32).cpu(), merged)
                for name, merged in merged_lora(weights, lora).items())
 

@@ -126,11 +126,11 @@ def test_stock_checkpoint_loader_reads_our_checkpoint_with_clip_and_vae(pack, mo
 BAKED_LORA_OUTPUT_BOUND = 0.05
 
 
-@pytest.mark.parametrize("patched_while_saved", [False, True])
-def test_a_lora_applied_to_the_model_and_its_clip_is_in_the_file(pack, models_dir, patched_while_saved):
-    """LoraLoader's model and CLIP strengths, baked into a checkpoint, whether or not ComfyUI has the LoRA
-    patched in when the save node runs. The model's LoRA stays beside its FP8 weights when ComfyUI patches
-    them, so the file once held the model without it."""
+@pytest.mark.parametrize("in_use", ["not loaded", "with the LoRA", "without the LoRA"])
+def test_a_lora_applied_to_the_model_and_its_clip_is_in_the_file(pack, models_dir, in_use):
+    """LoraLoader's model and CLIP strengths, baked into a checkpoint, whether the model and CLIP were
+    loaded with the LoRA patched in when the save node runs, without it, or not at all. The model's LoRA
+    stays beside its FP8 weights when ComfyUI patches them, so the file once held the model without it."""
     import comfy.sd
     from devtools.random_lora import random_lora
     tiny_sd3.write_checkpoint(models_dir / "checkpoints" / "base.safetensors", vae=False,
@@ -148,23 +148,26 @@ def test_a_lora_applied_to_the_model_and_its_clip_is_in_the_file(pack, models_di
     lora["lora_unet_final_layer_linear.lora_down.weight"] = torch.randn(4, final.shape[1], generator=generator) * 0.1
     with_lora, clip_with_lora = comfy.sd.load_lora_for_models(model, clip, lora, 1.0, 1.0)
     stored_before = stored_state(model)
-    inputs = random_inputs()
+    inputs, tokens = random_inputs(), clip.tokenize("a red fox")
+    without = {"model": mmdit_output(model, inputs), "clip": clip.encode_from_tokens(tokens).float()}
     with_lora.patch_model()
-    expected = mmdit_output(with_lora, inputs)
-    if patched_while_saved:
-        save(pack, with_lora, "baked", folder="checkpoints", clip=clip_with_lora)
+    expected = {"model": mmdit_output(with_lora, inputs), "clip": clip_with_lora.encode_from_tokens(tokens).float()}
     with_lora.unpatch_model()
-    if not patched_while_saved:
-        save(pack, with_lora, "baked", folder="checkpoints", clip=clip_with_lora)
+    if in_use == "with the LoRA":
+        with_lora.patch_model()
+        clip_with_lora.encode_from_tokens(tokens)  # ComfyUI keeps the CLIP loaded, its LoRA merged in
+    elif in_use == "without the LoRA":
+        model.patch_model()
+        clip.encode_from_tokens(tokens)
+    save(pack, with_lora, "baked", folder="checkpoints", clip=clip_with_lora)
+    (with_lora if in_use == "with the LoRA" else model).unpatch_model()
 
     saved, saved_clip, _ = load_checkpoint(pack, "baked.safetensors", "fp8_default")
-    assert relative_error(expected, mmdit_output(model, inputs)) > 3 * BAKED_LORA_OUTPUT_BOUND, "the LoRA must show"
-    assert relative_error(mmdit_output(saved, inputs), expected) <= BAKED_LORA_OUTPUT_BOUND
+    assert relative_error(expected["model"], without["model"]) > 3 * BAKED_LORA_OUTPUT_BOUND, "the LoRA must show"
+    assert relative_error(mmdit_output(saved, inputs), expected["model"]) <= BAKED_LORA_OUTPUT_BOUND
     assert all(same_bits(stored_before[k], v) for k, v in stored_state(model).items())
-    tokens = clip.tokenize("a red fox")
-    clip_expected = clip_with_lora.encode_from_tokens(tokens).float()
-    assert relative_error(clip_expected, clip.encode_from_tokens(tokens).float()) > 0.05, "the CLIP LoRA must show"
-    assert relative_error(saved_clip.encode_from_tokens(tokens).float(), clip_expected) <= 1e-3
+    assert relative_error(expected["clip"], without["clip"]) > 0.05, "the CLIP LoRA must show"
+    assert relative_error(saved_clip.encode_from_tokens(tokens).float(), expected["clip"]) <= 1e-3
 
 
 def test_pre_quantized_file_saved_per_channel_keeps_its_weights(pack, models_dir):
