@@ -1,0 +1,63 @@
+"""Run by tests/gpu/test_dynamic_vram_save.py in a process of its own, since DynamicVRAM is switched
+on for a whole process: `python -m tests.gpu.dynamic_vram_save SEED DIR`. Loads a tiny SD3.5 checkpoint
+with its CLIP-L through our checkpoint loader node with DynamicVRAM on, adds a LoRA to the model and the
+CLIP as LoraLoader does, samples one step and encodes a prompt with it, saves a checkpoint with the save
+node (which forced ComfyUI to patch the weights in, and DynamicVRAM refuses that), loads the file again
+and prints how far its sample and encoding are from those with the LoRA, as JSON on its last line.
+Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from devtools.comfy_host import DynamicVRAMUnavailable, import_comfy_in_process
+from devtools.numerics import relative_error
+from devtools.random_lora import random_lora
+from devtools.tiny_sd3 import mmdit_state_dict, write_checkpoint
+from tests.gpu.dynamic_vram_lora import sample
+
+
+def main(seed, folder):
+    try:
+        pack = import_comfy_in_process(dynamic_vram=True)
+    except DynamicVRAMUnavailable:
+        sys.exit(3)
+    import comfy.sd
+    import folder_paths
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_checkpoint(folder / "checkpoints" / "tiny.safetensors", vae=False, seed=seed)
+    folder_paths.add_model_folder_path("checkpoints", str(folder / "checkpoints"), is_default=True)
+    loader = pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]()
+    model, clip, _ = loader.load("tiny.safetensors", "fp8_default")
+    lora = random_lora(mmdit_state_dict("large", seed=seed, prefix=""), seed + 1, rank=4, std=0.15)
+    generator = torch.Generator().manual_seed(seed + 2)
+    clip_lora = "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"
+    lora[clip_lora + ".lora_up.weight"] = torch.randn(768, 4, generator=generator) * 0.3
+    lora[clip_lora + ".lora_down.weight"] = torch.randn(4, 768, generator=generator) * 0.3
+    with_lora, clip_with_lora = comfy.sd.load_lora_for_models(model, clip, lora, 1.0, 1.0)
+    positive, negative = ([[torch.randn(1, 154, 4096, generator=generator) * 0.5,
+                            {"pooled_output": torch.randn(1, 2048, generator=generator) * 0.5}]] for _ in range(2))
+    tokens = clip.tokenize("a red fox")
+    latents = {"none": sample(model, positive, negative, seed), "lora": sample(with_lora, positive, negative, seed)}
+    encodings = {"none": clip.encode_from_tokens(tokens).float().cpu(),
+                 "lora": clip_with_lora.encode_from_tokens(tokens).float().cpu()}
+    pack.NODE_CLASS_MAPPINGS["SD35FP8SaveCheckpoint"]().save(with_lora, "checkpoints", "baked.safetensors",
+                                                             "per_channel", False, clip=clip_with_lora)
+    saved, saved_clip, _ = loader.load("baked.safetensors", "fp8_default")
+    print(json.dumps({"patcher": type(model).__name__, "clip_patcher": type(clip.patcher).__name__,
+                      "lora_effect": relative_error(latents["lora"], latents["none"]),
+                      "saved_error": relative_error(sample(saved, positive, negative, seed), latents["lora"]),
+                      "clip_lora_effect": relative_error(encodings["lora"], encodings["none"]),
+                      "saved_clip_error": relative_error(saved_clip.encode_from_tokens(tokens).float().cpu(),
+                                                         encodings["lora"])}), flush=True)
+    # comfy-aimdo 0.4.13 can crash in the interpreter's teardown (tests/gpu/dynamic_vram_lora.py)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    if importlib.util.find_spec("comfy_aimdo") is None:
+        sys.exit(3)
+    main(int(sys.argv[1]), Path(sys.argv[2]))
