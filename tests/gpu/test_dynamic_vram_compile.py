@@ -3,14 +3,10 @@ ComfyUI 0.33's main.py turns it on: the node asks the loader for a copy outside 
 for ours before the loaders said how to load their model again), and the compiled model samples what
 the eager one samples, LoRA included; with CUDA graphs, recorded and replayed. CI has no GPU: skipped
 there."""
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from devtools.comfy_host import REPO
+from tests.gpu.dynamic_vram_child import dynamic_vram_child
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="DynamicVRAM needs a CUDA GPU; CI has none")
 # Compiled, Inductor keeps the norm and modulation intermediates in fp32 where eager rounds them to
@@ -23,12 +19,7 @@ COMPILED_BOUND = 0.05
 
 def test_torch_compile_model_node_on_our_model_with_a_lora(tmp_path):
     seed = int(torch.randint(0, 10**6, ()))
-    child = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "tests.gpu.dynamic_vram_compile", str(seed),
-                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
-    if child.returncode == 3:
-        pytest.skip("this ComfyUI has no DynamicVRAM (it exists from ComfyUI 0.33) or comfy-aimdo is missing")
-    assert child.returncode == 0, child.stderr[-4000:]
-    result = json.loads(child.stdout.strip().splitlines()[-1])
+    result = dynamic_vram_child("dynamic_vram_compile", seed, tmp_path, timeout=900)
     assert result["loaded_patcher"] == "ModelPatcherDynamic" and result["compiled_patcher"] == "ModelPatcher"
     # Twice the bound below: a compiled copy that lost the LoRA could not pass it
     assert result["finite"] and result["lora_effect"] > 2 * COMPILED_BOUND, result

@@ -4,26 +4,17 @@ LoRA merged into the FP8 weights (rank 80) keeps within bounds too, removing it 
 to 0 gives back the model's output bit for bit, the scales live on the GPU, a second run with the same
 LoRA does not search its side path again, and the save node bakes the LoRA into the weights it writes.
 CI has no GPU: skipped there."""
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from devtools.comfy_host import REPO
+from tests.gpu.dynamic_vram_child import dynamic_vram_child
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="DynamicVRAM needs a CUDA GPU; CI has none")
 
 
 def test_lora_with_dynamic_vram_on_each_compute_path():
     seed = int(torch.randint(0, 10**6, ()))
-    child = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "tests.gpu.dynamic_vram_lora", str(seed)], cwd=REPO,
-                           capture_output=True, text=True, timeout=600)
-    if child.returncode == 3:
-        pytest.skip("this ComfyUI has no DynamicVRAM (it exists from ComfyUI 0.33) or comfy-aimdo is missing")
-    assert child.returncode == 0, child.stderr[-4000:]
-    result = json.loads(child.stdout.strip().splitlines()[-1])
+    result = dynamic_vram_child("dynamic_vram_lora", seed)
     assert result["aimdo_enabled"] and result["patcher"] == "ModelPatcherDynamic"
     fp8_tensor_cores = torch.cuda.get_device_capability() >= (8, 9)
     assert result["paths"] == {"auto": "fp8_matmul_rowwise" if fp8_tensor_cores else "weight_only",
