@@ -10,7 +10,7 @@ from ..quant.layouts.sd35_layout import CHECKPOINT_MMDIT_PREFIX
 from ..quant.quantized_weight import QuantizedWeight
 from ..quant.scales import GRANULARITIES, PER_CHANNEL
 from .loaders import CATEGORY
-from .patched_tensors import patched_model_tensors
+from .patched_tensors import model_tensors, patched_model_tensors
 
 FOLDERS = ["diffusion_models", "checkpoints"]
 GRANULARITY_INPUT = (list(GRANULARITIES), {"default": PER_CHANNEL, "tooltip":
@@ -84,8 +84,12 @@ class SD35FP8SaveCheckpoint:
             raise SD35FP8Error(f"{name} already exists in models/{folder}: choose another file name, or turn "
                                "overwrite on.")
 
-        # As stock CheckpointSave: the MODEL's own weights, its patches (LoRA) applied.
-        mmdit = dict(patched_model_tensors(model, model.model.diffusion_model, "diffusion_model."))
+        # As stock CheckpointSave: the MODEL's own weights, its patches (LoRA) applied, each patched one made
+        # as it is written (a LoRA on every qkv and fc1 of SD3.5 Large patches about 3 GB of FP8 weights).
+        plan = [(key, (value.weight if isinstance(value, QuantizedWeight) else value).shape,
+                 isinstance(value, QuantizedWeight))
+                for key, value in model_tensors(model.model.diffusion_model.state_dict())]
+        mmdit = patched_model_tensors(model, model.model.diffusion_model, "diffusion_model.")
         others = {}
         if clip is not None:
             clip_tensors = dict(patched_model_tensors(clip.patcher, clip.cond_stage_model, ""))
@@ -93,13 +97,11 @@ class SD35FP8SaveCheckpoint:
             others.update(model.model.model_config.process_clip_state_dict_for_saving(clip_tensors))
         if vae is not None:
             others.update(model.model.model_config.process_vae_state_dict_for_saving(vae.get_sd()))
-        plan = [(key, (value.weight if isinstance(value, QuantizedWeight) else value).shape,
-                 isinstance(value, QuantizedWeight)) for key, value in mmdit.items()]
         write_fp8_file(path, model_name=origin.model_name, policy=origin.policy,
                        layers=[(layer.name, layer.quantized, layer.reason) for layer in origin.report.layers],
                        source_files=origin.files, granularity=granularity,
                        prefix=CHECKPOINT_MMDIT_PREFIX if folder == "checkpoints" else "", overwrite=overwrite,
-                       mmdit_plan=plan, mmdit_values=mmdit.items(),
+                       mmdit_plan=plan, mmdit_values=mmdit,
                        other_entries={key: (tensor.dtype, tuple(tensor.shape)) for key, tensor in others.items()},
                        other_values=others.items())
         logging.info("[sd35_fp8] saved %s (%s, %s scales, policy %s): %.2f GiB", path, origin.model_name,
