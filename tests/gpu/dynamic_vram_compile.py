@@ -5,7 +5,6 @@ TorchCompileModel on it as a user's graph would, and our TorchCompileModel with 
 step eager and compiled (with CUDA graphs twice: recorded, then replayed; then once more with every
 weight offloaded), and prints the comparison as JSON on its last line.
 Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
-import importlib.util
 import json
 import os
 import sys
@@ -13,18 +12,15 @@ from pathlib import Path
 
 import torch
 
-from devtools.comfy_host import DynamicVRAMUnavailable, import_comfy_in_process
 from devtools.numerics import relative_error
 from devtools.random_lora import random_lora
 from devtools.tiny_sd3 import mmdit_state_dict, write_diffusion_model
 from tests.gpu.dynamic_vram_lora import sample
+from tests.gpu.dynamic_vram_child import import_comfy_with_dynamic_vram
 
 
 def main(seed, folder):
-    try:
-        pack = import_comfy_in_process(dynamic_vram=True)
-    except DynamicVRAMUnavailable:
-        sys.exit(3)
+    pack = import_comfy_with_dynamic_vram()
     import comfy.model_management
     import comfy.sd
     import folder_paths
@@ -68,6 +64,4 @@ def main(seed, folder):
 
 
 if __name__ == "__main__":
-    if importlib.util.find_spec("comfy_aimdo") is None:
-        sys.exit(3)
     main(int(sys.argv[1]), Path(sys.argv[2]))

@@ -5,19 +5,18 @@ with it removed again, at strength 0 and with a LoRA of rank 80 (merged into the
 prints the latents' comparisons as JSON on its last line, with how far the save node's weights with
 the LoRA baked in, taken after sampling with it, are from it.
 Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
-import importlib.util
 import json
 import os
 import sys
 
 import torch
 
-from devtools.comfy_host import DynamicVRAMUnavailable, import_comfy_in_process
 from devtools.factor_searches import counted_factor_searches
 from devtools.numerics import relative_error
 from devtools.random_lora import random_lora
 from devtools.tiny_sd3 import mmdit_state_dict
 from tests.fixtures import adapters
+from tests.gpu.dynamic_vram_child import import_comfy_with_dynamic_vram
 
 
 def sample(model, positive, negative, seed):
@@ -49,10 +48,7 @@ def baked_lora_error(with_lora, weights, lora):
 
 
 def main(seed):
-    try:
-        import_comfy_in_process(dynamic_vram=True)
-    except DynamicVRAMUnavailable:
-        sys.exit(3)
+    import_comfy_with_dynamic_vram()
     import comfy.memory_management
     import comfy.model_patcher
     import comfy.sd
@@ -114,6 +110,4 @@ def main(seed):
 
 
 if __name__ == "__main__":
-    if importlib.util.find_spec("comfy_aimdo") is None:
-        sys.exit(3)
     main(int(sys.argv[1]))

@@ -5,7 +5,6 @@ CLIP as LoraLoader does, samples one step and encodes a prompt with it, saves a 
 node (which forced ComfyUI to patch the weights in, and DynamicVRAM refuses that), loads the file again
 and prints how far its sample and encoding are from those with the LoRA, as JSON on its last line.
 Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
-import importlib.util
 import json
 import os
 import sys
@@ -13,18 +12,15 @@ from pathlib import Path
 
 import torch
 
-from devtools.comfy_host import DynamicVRAMUnavailable, import_comfy_in_process
 from devtools.numerics import relative_error
 from devtools.random_lora import random_lora
 from devtools.tiny_sd3 import mmdit_state_dict, write_checkpoint
 from tests.gpu.dynamic_vram_lora import sample
+from tests.gpu.dynamic_vram_child import import_comfy_with_dynamic_vram
 
 
 def main(seed, folder):
-    try:
-        pack = import_comfy_in_process(dynamic_vram=True)
-    except DynamicVRAMUnavailable:
-        sys.exit(3)
+    pack = import_comfy_with_dynamic_vram()
     import comfy.sd
     import folder_paths
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -58,6 +54,4 @@ def main(seed, folder):
 
 
 if __name__ == "__main__":
-    if importlib.util.find_spec("comfy_aimdo") is None:
-        sys.exit(3)
     main(int(sys.argv[1]), Path(sys.argv[2]))
