@@ -8,8 +8,8 @@ ModelPatcher (LoRA) works on the stored fp8 values cast to a float dtype: `conve
 turns them into real weights; `set_weight` keeps a LoRA beside the FP8 weight as a low-rank side path
 wherever it can be (nodes/comfy_versions.py), and otherwise requantizes the patched weight with a scale
 of its own. Either rides on a new weight Parameter, so unpatching, which restores only `weight`,
-restores the layer exactly. (Patched in place or handed back, as ComfyUI's hooks and lazy saving ask,
-a weight keeps the layer's scale.)
+restores the layer exactly. Patched in place (ComfyUI's conditioning hooks), a weight keeps the scale its
+Parameter computes with, since restoring it copies only the weight back; handed back (lazy saving), the layer's.
 """
 import torch
 import comfy.float
@@ -115,9 +115,17 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         if weight.dtype == self.weight.dtype:
             stored = weight
         else:
+            patched = weight
             if self.weight_scale is not None:
-                weight = weight / self.weight_scale.to(device=weight.device, dtype=weight.dtype)
+                # in place, the weight computes with the scale its Parameter carries (a merged LoRA's own)
+                scale = self.weight_scale if return_weight else getattr(self.weight, "sd35_weight_scale", self.weight_scale)
+                weight = weight / scale.to(device=weight.device, dtype=weight.dtype)
             stored = comfy.float.stochastic_rounding(weight, self.weight.dtype, seed=seed)
+            if inplace_update and self.weight_scale is not None:
+                # ComfyUI's hooks (MaxSpeed, their default) keep the tensor handed here and, when the same
+                # hooks come back (the next step of a sampler whose other cond has none), copy it straight
+                # into the Parameter: it must then hold the stored values, not the scaled ones.
+                patched.copy_(stored)
         if return_weight:
             return stored
         if inplace_update:
