@@ -16,6 +16,7 @@ LoRA keys stay as they were.
 import torch
 from comfy.ldm.modules.diffusionmodules.mmdit import DismantledBlock, Mlp, gate_cat, modulate, split_qkv
 
+from .mlp_gelu import mlp_after_fc1
 from .ops import FP8Linear
 
 
@@ -46,8 +47,7 @@ def _mlp_residual(block, x, shift_mlp, scale_mlp, gate_mlp):
     """x + gate_mlp * mlp(modulate(norm2(x), shift_mlp, scale_mlp)), ComfyUI's Mlp.forward after fc1."""
     mlp = block.mlp
     hidden = _norm_modulate_linear(block.norm2, mlp.fc1, x, shift_mlp, scale_mlp)
-    out = mlp.drop2(mlp.fc2(mlp.norm(mlp.drop1(mlp.act(hidden)))))
-    return torch.addcmul(x, gate_mlp.unsqueeze(1), out)
+    return torch.addcmul(x, gate_mlp.unsqueeze(1), mlp_after_fc1(mlp, hidden))
 
 
 class NormQuantizeBlock(DismantledBlock):

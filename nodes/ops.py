@@ -61,9 +61,17 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
             return super().forward_comfy_cast_weights(input)
         weight, bias, offload_stream = cast_stored_weight(self, input)
         low_rank, scale = call_patches(self, weight)
-        out = self.linears[self.input_activation](input, weight, _on_device(scale, input.device), bias, low_rank)
+        activation = None if self.forward_replaced() else self.input_activation
+        out = self.linears[activation](input, weight, _on_device(scale, input.device), bias, low_rank)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
+
+    def forward_replaced(self):
+        """Whether something replaced this layer's forward: ComfyUI 0.33's bypass LoRA (Load LoRA (Bypass),
+        LoRA training) wraps it to add its LoRA's output, computed from the layer's input. The layer then takes
+        its input as ComfyUI's block gives it: no FP8 rows made by the block's norm, no GELU of its own
+        (nodes/mlp_gelu.py applies it before the call)."""
+        return "forward" in self.__dict__
 
     def takes_fp8_rows(self, x):
         """Whether this call can take its input normalized and quantized to FP8 rows in one pass
@@ -71,7 +79,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         where compiled code launches our kernels itself, on more rows than the small-row kernel takes. A
         LoRA beside the weight takes its input from the same FP8 rows."""
         return (self.weight_scale is not None and self.input_activation is None
-                and self.norm_rows_linear is not None
+                and self.norm_rows_linear is not None and not self.forward_replaced()
                 and x.is_cuda and (not torch.compiler.is_compiling() or compiled_code_launches_kernels())
                 and x.numel() > SMALL_M_MAX_ROWS * x.shape[-1])
 

@@ -122,12 +122,26 @@ def test_sampling_runs_the_kernel_before_every_qkv_and_fc1(model):
     assert fused_error <= 1.25 * comfys_error
 
 
+def assert_as_close_as(latent, other, lora, load_lora, what):
+    """latent no further than other from the same file through stock ComfyUI's loader, unquantized, with lora
+    applied by load_lora (comfy.sd's): as in test_sampling_runs_the_kernel_before_every_qkv_and_fc1, up to the
+    rounding noise between our one-pass blocks and ComfyUI's; a LoRA left out would land near its effect."""
+    import nodes
+    stock = nodes.UNETLoader().load_unet("tiny_medium.safetensors", "default")[0]
+    reference, _ = sample_one_step(load_lora(stock, None, lora, 1.0, 0)[0])
+    lora_effect = relative_error(reference, sample_one_step(stock)[0])
+    error, other_error = relative_error(latent, reference), relative_error(other, reference)
+    print(f"{what} (LoRA effect {lora_effect:.4f}) against the unquantized model with the LoRA: {error:.5f}, "
+          f"the other {other_error:.5f}")
+    assert lora_effect > 0.05, "the LoRA must change the output clearly"
+    assert error <= 1.25 * other_error
+
+
 def test_a_lora_keeps_the_one_pass_blocks(model):
     """With a LoRA beside qkv's and fc1's FP8 weights, the blocks still take their input from the one-pass
     kernel, the LoRA its down projection from the same FP8 rows; no further from the unquantized model with
     the same LoRA than ComfyUI's blocks are (which quantize the LoRA'd layers' input apart)."""
     import comfy.sd
-    import nodes
     from devtools.random_lora import random_lora
     lora = random_lora(model.model.diffusion_model.state_dict(), seed=int(torch.randint(0, 10**6, ())), std=0.08)
     with_lora = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]
@@ -137,15 +151,7 @@ def test_a_lora_keeps_the_one_pass_blocks(model):
     assert down_calls in (LORA_LAYERS_PER_FORWARD, 2 * LORA_LAYERS_PER_FORWARD)
     comfys, comfys_calls = sample_with_comfys_blocks(with_lora)
     assert comfys_calls == 0
-    stock = nodes.UNETLoader().load_unet("tiny_medium.safetensors", "default")[0]
-    reference, _ = sample_one_step(comfy.sd.load_lora_for_models(stock, None, lora, 1.0, 0)[0])
-    lora_effect = relative_error(reference, sample_one_step(stock)[0])
-    fused_error, comfys_error = relative_error(fused, reference), relative_error(comfys, reference)
-    print(f"with a LoRA (effect {lora_effect:.4f}) against the unquantized model with it: one pass "
-          f"{fused_error:.5f}, ComfyUI's blocks {comfys_error:.5f}")
-    assert lora_effect > 0.05, "the LoRA must change the output clearly"
-    # as in test_sampling_runs_the_kernel_before_every_qkv_and_fc1; a LoRA left out would land near lora_effect
-    assert fused_error <= 1.25 * comfys_error
+    assert_as_close_as(fused, comfys, lora, comfy.sd.load_lora_for_models, "one pass, ComfyUI's blocks the other")
 
 
 def test_compiled_sampling_runs_the_kernel_too(model):
@@ -160,3 +166,22 @@ def test_compiled_sampling_runs_the_kernel_too(model):
           f"{relative_error(compiled, eager):.5f}")
     assert compiled_calls == eager_calls
     assert relative_error(compiled, eager) <= COMPILED_BOUND
+
+
+def test_layers_under_a_bypass_lora_take_comfyuis_input(model):
+    """ComfyUI 0.33's bypass LoRA replaces each targeted layer's forward with one that adds the LoRA's output,
+    computed from the layer's input: those layers must not take FP8 rows from the block's one-pass norm (the
+    LoRA would be skipped) nor apply their MLP's GELU themselves (the LoRA would see its input). With one on
+    every qkv, fc1 and fc2, no block runs the kernel, and the model is as close to the unquantized model with the
+    same bypass LoRA as with that LoRA through LoraLoader."""
+    import comfy.sd
+    from devtools.random_lora import random_lora
+    if not hasattr(comfy.sd, "load_bypass_lora_for_models"):
+        pytest.skip("this ComfyUI has no bypass LoRA (0.33 has)")
+    lora = random_lora(model.model.diffusion_model.state_dict(), seed=int(torch.randint(0, 10**6, ())), std=0.08,
+                       targets=(".attn.qkv.weight", ".mlp.fc1.weight", ".mlp.fc2.weight"))
+    bypassed, calls = sample_one_step(comfy.sd.load_bypass_lora_for_models(model, None, lora, 1.0, 0)[0])
+    beside, _ = sample_one_step(comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0])
+    assert calls == 0
+    assert_as_close_as(bypassed, beside, lora, comfy.sd.load_bypass_lora_for_models,
+                       "bypass LoRA, the same LoRA through LoraLoader the other")
