@@ -12,7 +12,7 @@ from devtools.tiny_sd3 import write_checkpoint
 TARGETS = (".attn.qkv.weight", ".mlp.fc1.weight", ".mlp.fc2.weight")
 # the LoRA at full precision beside the FP8 layer, as through LoraLoader (tests/nodes/test_loaders.py):
 # growth of the final latent's error over the model's without it, measured below 0.005. Before the fix
-# each fc2, which applies its MLP's GELU itself, handed the LoRA its input before the GELU: +0.3.
+# each fc2, which applies its MLP's GELU itself, handed the LoRA its input before the GELU: +0.32 to +0.49.
 BYPASS_ERROR_GROWTH = 0.01
 
 
