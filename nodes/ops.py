@@ -61,7 +61,9 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
             return super().forward_comfy_cast_weights(input)
         weight, bias, offload_stream = cast_stored_weight(self, input)
         low_rank, scale = call_patches(self, weight)
-        activation = None if self.forward_replaced() else self.input_activation
+        activation = self.input_activation
+        if activation is not None and self.forward_replaced():
+            activation = None
         out = self.linears[activation](input, weight, _on_device(scale, input.device), bias, low_rank)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .scales import PER_CHANNEL, PER_TENSOR, dequantize_weight, quantize_weight
+from .scales import PER_TENSOR, dequantize_weight, granularity_of, quantize_weight
 
 
 def scale_fits(weight_shape, scale_shape) -> bool:
@@ -32,7 +32,7 @@ class QuantizedWeight:
 
     @property
     def granularity(self):
-        return PER_TENSOR if self.scale.ndim == 0 else PER_CHANNEL
+        return granularity_of(self.scale)
 
     def dequantize(self, dtype):
         return dequantize_weight(self.weight, self.scale, dtype)

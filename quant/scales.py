@@ -37,9 +37,14 @@ def weight_scale(weight: torch.Tensor, granularity: str = PER_CHANNEL) -> torch.
     return absmax_scale(absmax)
 
 
+def granularity_of(scale: torch.Tensor) -> str:
+    """A stored scale's granularity: shape () per tensor, (out, 1, ...) per channel."""
+    return PER_TENSOR if scale.ndim == 0 else PER_CHANNEL
+
+
 def weight_scale_like(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """weight's own scale at the granularity of `scale`, a stored one (per channel or per tensor)."""
-    return weight_scale(weight, PER_TENSOR if scale.ndim == 0 else PER_CHANNEL)
+    """weight's own scale at the granularity of `scale`, a stored one."""
+    return weight_scale(weight, granularity_of(scale))
 
 
 def quantize_with_scale(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
