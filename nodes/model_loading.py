@@ -28,6 +28,7 @@ from .fp8_attention import use_fp8_attention
 from .mlp_gelu import move_gelu_into_fc2
 from .ops import make_fp8_ops
 from .qk_norm import use_one_pass_qk_norm
+from .stock_save import save_fp8_layers_with_their_scales
 from .token_layout import make_image_tokens_contiguous
 
 
@@ -102,6 +103,7 @@ def load_mmdit(header, contents, policy, force_weight_only=False, fp8_attention=
                                        fp8_attention, disable_dynamic)
     # for the save node (nodes/save.py); clones of the ModelPatcher share `model.model`
     model.model.sd35_fp8_origin = ModelOrigin(header.files, contents.mmdit.model_name, policy, report)
+    save_fp8_layers_with_their_scales(model)
     register_reload(model, reload_mmdit, (header.path, policy, force_weight_only, fp8_attention))
     return model
 

@@ -2,8 +2,9 @@
 on for a whole process: `python -m tests.gpu.dynamic_vram_save SEED DIR`. Loads a tiny SD3.5 checkpoint
 with its CLIP-L through our checkpoint loader node with DynamicVRAM on, adds a LoRA to the model and the
 CLIP as LoraLoader does, samples one step and encodes a prompt with it, saves a checkpoint with the save
-node (which forced ComfyUI to patch the weights in, and DynamicVRAM refuses that), loads the file again
-and prints how far its sample and encoding are from those with the LoRA, as JSON on its last line.
+node (which forced ComfyUI to patch the weights in, and DynamicVRAM refuses that) and the model with
+ComfyUI's own Save Model node (nodes/stock_save.py), loads the files again and prints how far their
+samples and encoding are from those with the LoRA, as JSON on its last line.
 Exit code 3: this ComfyUI has no DynamicVRAM (it exists from 0.33) or comfy-aimdo is missing."""
 import json
 import os
@@ -23,9 +24,13 @@ def main(seed, folder):
     pack = import_comfy_with_dynamic_vram()
     import comfy.sd
     import folder_paths
+    from comfy_extras.nodes_model_merging import ModelSave
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (folder / "diffusion_models").mkdir(parents=True, exist_ok=True)
     write_checkpoint(folder / "checkpoints" / "tiny.safetensors", vae=False, seed=seed)
     folder_paths.add_model_folder_path("checkpoints", str(folder / "checkpoints"), is_default=True)
+    folder_paths.add_model_folder_path("diffusion_models", str(folder / "diffusion_models"), is_default=True)
+    folder_paths.set_output_directory(str(folder / "diffusion_models"))
     loader = pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]()
     model, clip, _ = loader.load("tiny.safetensors", "fp8_default")
     lora = random_lora(mmdit_state_dict("large", seed=seed, prefix=""), seed + 1, rank=4, std=0.15)
@@ -43,9 +48,14 @@ def main(seed, folder):
     pack.NODE_CLASS_MAPPINGS["SD35FP8SaveCheckpoint"]().save(with_lora, "checkpoints", "baked.safetensors",
                                                              "per_channel", False, clip=clip_with_lora)
     saved, saved_clip, _ = loader.load("baked.safetensors", "fp8_default")
+    ModelSave().save(with_lora, "stock")
+    (stock_file,) = (folder / "diffusion_models").glob("stock_*.safetensors")
+    stock_saved = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load(stock_file.name, "fp8_default")[0]
     print(json.dumps({"patcher": type(model).__name__, "clip_patcher": type(clip.patcher).__name__,
                       "lora_effect": relative_error(latents["lora"], latents["none"]),
                       "saved_error": relative_error(sample(saved, positive, negative, seed), latents["lora"]),
+                      "stock_saved_error": relative_error(sample(stock_saved, positive, negative, seed),
+                                                          latents["lora"]),
                       "clip_lora_effect": relative_error(encodings["lora"], encodings["none"]),
                       "saved_clip_error": relative_error(saved_clip.encode_from_tokens(tokens).float().cpu(),
                                                          encodings["lora"])}), flush=True)

@@ -1,6 +1,7 @@
 """The save node with DynamicVRAM on, as ComfyUI 0.33's main.py turns it on on a GPU: a checkpoint of our
 MODEL and CLIP, each with a LoRA, is written (ComfyUI's DynamicVRAM refuses the forced patching the node
-did before) and loads back with the LoRAs in it. CI has no GPU: skipped there."""
+did before) and loads back with the LoRAs in it; so does the model written by ComfyUI's Save Model node.
+CI has no GPU: skipped there."""
 import pytest
 import torch
 
@@ -16,5 +17,6 @@ def test_save_node_bakes_the_loras_with_dynamic_vram(tmp_path):
     assert result["lora_effect"] > 0.1 and result["clip_lora_effect"] > 0.05, "the LoRAs must show"
     # the LoRA'd FP8 layers rounded once more (tests/nodes/test_save.py: 1-2% at the tiny MMDiT's output)
     assert result["saved_error"] <= 0.05, result
+    assert result["stock_saved_error"] <= 0.05, result
     # the CLIP's weights patched as ComfyUI patches them, in the same dtype
     assert result["saved_clip_error"] <= 1e-3, result

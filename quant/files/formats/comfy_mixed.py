@@ -68,7 +68,7 @@ def tensor_entries(name, shape, fp8, granularity, prefix=""):
         return {name: (HIGH_PRECISION_DTYPE, tuple(shape))}
     scale_shape = () if granularity == PER_TENSOR else (shape[0], 1)
     return {name: (FP8_DTYPE, tuple(shape)), scale_key(name): (torch.float32, scale_shape),
-            name[: -len(".weight")] + ".comfy_quant": (torch.uint8, (len(COMFY_QUANT),))}
+            marker_key(name): (torch.uint8, (len(COMFY_QUANT),))}
 
 
 def file_tensors(name, value, granularity, prefix=""):
@@ -76,9 +76,17 @@ def file_tensors(name, value, granularity, prefix=""):
     name = prefix + name
     if not isinstance(value, QuantizedWeight):
         return [(name, value.to(HIGH_PRECISION_DTYPE))]
-    value = value.to_granularity(granularity)
+    return fp8_layer_tensors(name, value.to_granularity(granularity))
+
+
+def fp8_layer_tensors(name, value: QuantizedWeight):
+    """[(file key, tensor)] of one FP8 weight: its fp8 values, its scale and its comfy_quant marker."""
     return [(name, value.weight), (scale_key(name), value.scale),
-            (name[: -len(".weight")] + ".comfy_quant", torch.tensor(list(COMFY_QUANT), dtype=torch.uint8))]
+            (marker_key(name), torch.tensor(list(COMFY_QUANT), dtype=torch.uint8))]
+
+
+def marker_key(weight_key):
+    return weight_key[: -len(".weight")] + ".comfy_quant"
 
 
 def file_metadata(model_name, policy, granularity, layers, source_files):

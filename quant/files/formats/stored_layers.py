@@ -7,6 +7,7 @@ Every format comes down to an fp8 weight and, optionally, its scale:
 | ComfyUI v0.4+ / this pack | `L.weight` | `L.weight_scale` | `L.comfy_quant` (uint8 JSON) |
 | ComfyUI 0.3.7x | `L.weight` | `L.weight_scale` | header `_quantization_metadata` |
 | ComfyUI legacy scaled fp8 | `L.weight` | `L.scale_weight` | a `scaled_fp8` tensor |
+| stock Save Checkpoint of this pack's models, until they wrote markers | `L.weight` | `L.weight_scale` | none |
 | optimum-quanto | `L.weight._data` | `L.weight._scale` | quantization map |
 | plain fp8 (stock "fp8_e4m3fn" saves) | `L.weight` | none: 1 | fp8 dtype |
 
@@ -30,6 +31,7 @@ COMFY_QUANT_FORMATS = ("float8_e4m3fn", "float8_e5m2", "mxfp8", "nvfp4", "int8_t
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
 SCALE_DTYPES = ("F32", "BF16", "F16")
 HEADER_KEY = "_quantization_metadata"
+UNMARKED_STORAGE = "weight_scale without a format marker"
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,14 @@ def _quanto(header, keys, file_name):
     return scales, dropped & keys, "optimum-quanto"
 
 
+def _unmarked_weight_scales(tensors, keys, claimed):
+    """{weight key: scale key} of fp8 weights beside a `weight_scale` that no marker names. Stock Save
+    Checkpoint wrote this pack's FP8 layers so (nodes/stock_save.py); ComfyUI reads such a weight with
+    scale 1, which is the wrong model, so the scale beside it is the only reading that makes sense."""
+    return {k: scale_key(k) for k in keys if k.endswith(".weight") and k not in claimed
+            and tensors[k].dtype in FP8_DTYPES and scale_key(k) in keys}
+
+
 def logical_tensors(header, keys):
     """{name as a plain tensor would be named: Stored}, in file order, and the storage in words.
 
@@ -126,6 +136,11 @@ def logical_tensors(header, keys):
             scales.update(found[0])
             dropped |= found[1]
             storage.append(found[2])
+    unmarked = _unmarked_weight_scales(tensors, key_set, scales)
+    if unmarked:
+        scales.update(unmarked)
+        dropped |= set(unmarked.values())
+        storage.append(UNMARKED_STORAGE)
 
     logical = {}
     for key in keys:

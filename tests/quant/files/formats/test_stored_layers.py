@@ -60,6 +60,20 @@ def test_plain_fp8_weights_have_scale_one(tmp_path, source):
     assert same_bits(qkv.weight, sd["joint_blocks.0.x_block.attn.qkv.weight"]) and qkv.scale.item() == 1.0
 
 
+@pytest.mark.parametrize("prefix", ["", PREFIX])
+def test_weight_scales_without_a_marker_are_the_weights_scales(tmp_path, source, prefix):
+    path = quantized_files.write_comfy_quant(tmp_path / "unmarked.safetensors", source, "per_channel")
+
+    def without_markers(sd):
+        tensors = {prefix + k: v for k, v in sd.items() if not k.endswith(".comfy_quant")}
+        sd.clear()
+        sd.update(tensors)
+
+    rewrite(path, without_markers)
+    assert_read_as_stored(path, source, prefix=prefix)
+    assert read_model(path)[0].mmdit_storage == "weight_scale without a format marker (per-channel scales)"
+
+
 def test_high_precision_file_has_no_fp8(tmp_path, source):
     save_file(source, str(tmp_path / "bf16.safetensors"))
     contents, read = read_model(tmp_path / "bf16.safetensors")
