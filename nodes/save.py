@@ -5,7 +5,7 @@ import os
 import folder_paths
 
 from ..quant.errors import SD35FP8Error
-from ..quant.files.formats.comfy_mixed import write_fp8_file
+from ..quant.files.formats.comfy_mixed import stored_tensors, write_fp8_file
 from ..quant.layouts.sd35_layout import CHECKPOINT_MMDIT_PREFIX
 from ..quant.quantized_weight import QuantizedWeight
 from ..quant.scales import GRANULARITIES, PER_CHANNEL
@@ -92,7 +92,10 @@ class SD35FP8SaveCheckpoint:
         mmdit = patched_model_tensors(model, model.model.diffusion_model, "diffusion_model.")
         others = {}
         if clip is not None:
-            clip_tensors = dict(patched_model_tensors(clip.patcher, clip.cond_stage_model, ""))
+            clip_tensors = {}
+            # T5 in FP8 (the loaders' "T5 in FP8") has FP8 layers of ours
+            for name, value in patched_model_tensors(clip.patcher, clip.cond_stage_model, ""):
+                clip_tensors.update(stored_tensors(name, value, granularity))
             clip_tensors.update(clip.tokenizer.state_dict())
             others.update(model.model.model_config.process_clip_state_dict_for_saving(clip_tensors))
         if vae is not None:

@@ -17,8 +17,7 @@ import weakref
 import comfy.model_management
 
 from ..quant.errors import SD35FP8Error
-from ..quant.files.formats.comfy_mixed import fp8_layer_tensors
-from ..quant.quantized_weight import QuantizedWeight
+from ..quant.files.formats.comfy_mixed import stored_tensors
 from .patched_tensors import patched_model_tensors
 
 PREFIX = "diffusion_model."
@@ -33,7 +32,7 @@ def save_fp8_layers_with_their_scales(model_patcher):
         patcher = _patcher_being_saved(model)
         tensors = {}
         for name, value in patched_model_tensors(patcher, model.diffusion_model, PREFIX):
-            tensors.update(fp8_layer_tensors(name, value) if isinstance(value, QuantizedWeight) else [(name, value)])
+            tensors.update(stored_tensors(name, value))
         config = model.model_config
         return type(config).process_unet_state_dict_for_saving(config, tensors)
 

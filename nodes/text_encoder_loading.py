@@ -3,9 +3,11 @@ to FP8 tensor by tensor as it is read.
 
 Files already in FP8 (plain, or ComfyUI's legacy `scaled_fp8`) go to ComfyUI as they are, without
 our ops class: ComfyUI builds its own fp8 layers for them only when no custom operations are given.
+A T5 with this pack's FP8 layers (a `weight_scale` beside each fp8 weight) is built with our ops.
 """
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +31,9 @@ T5_PRECISIONS = ("as stored", "fp8_e4m3fn", "fp16", "bf16")
 CHECKPOINT_TEXT_ENCODER_OPTIONS = {"as stored": "as stored", "drop T5": None, "T5 in FP8": "fp8_e4m3fn"}
 _CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _STORED_DTYPES = {"fp32": torch.float32, **_CAST_DTYPES}
+_FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+# a layer's format marker and calibrated input scale: our layers take the weight and its scale alone
+_LEFT_TO_OUR_LAYERS = (".comfy_quant", ".input_scale")
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ def build_sd3_clip(sources, t5_precision="as stored", disable_dynamic=False):
     clip = build_text_encoders(state_dicts, model_options, disable_dynamic,
                                embedding_directory=folder_paths.get_folder_paths("embeddings"),
                                clip_type=comfy.sd.CLIPType.SD3)
-    if t5_report is not None:
+    if "custom_operations" in model_options:
         # CLIP() sized its ModelPatcher (and on CPU loaded it) before load_sd swapped the
         # placeholder linears for FP8 ones: measure the real storage again.
         clip.patcher.size = comfy.model_management.module_size(clip.cond_stage_model)
@@ -106,6 +111,8 @@ def _read_t5(source, t5_precision):
     """(state dict, model_options, QuantReport or None, note for the summary line)."""
     model_options = {"t5xxl_model_config": source.file.t5_config}
     tensors = source.read()
+    if source.file.weight_scales:
+        return _stored_fp8_layers(tensors, model_options)
     if source.file.fp8:
         note = f" (stored {source.file.storage}{', scaled' if source.file.scaled_fp8 else ''}: loaded as it is)"
         return dict(tensors), model_options, None, note
@@ -118,11 +125,28 @@ def _read_t5(source, t5_precision):
     kept_dtype = comfy.model_management.pick_weight_dtype(
         _STORED_DTYPES[source.file.storage], comfy.model_management.text_encoder_dtype(load_device), load_device)
     state_dict, report = quantize_state_dict(tensors, T5_FP8, compute_dtype=kept_dtype, device=load_device)
+    _use_fp8_layers(model_options, kept_dtype)
+    return state_dict, model_options, report, ""
+
+
+def _stored_fp8_layers(tensors, model_options):
+    """A T5 with this pack's FP8 layers (the save node's, or stock Save Checkpoint's of a T5 in FP8): our
+    ops take each fp8 weight with the scale beside it, which ComfyUI would leave out (scale 1); the
+    other tensors keep their dtype, as their linears compute in it."""
+    state_dict = {k: t for k, t in tensors if not k.endswith(_LEFT_TO_OUR_LAYERS)}
+    kept = Counter()
+    for tensor in state_dict.values():
+        if tensor.is_floating_point() and tensor.dtype not in _FP8_DTYPES:
+            kept[tensor.dtype] += tensor.numel()
+    _use_fp8_layers(model_options, kept.most_common(1)[0][0])
+    return state_dict, model_options, None, " (stored in FP8 with this pack's scales: loaded as it is)"
+
+
+def _use_fp8_layers(model_options, kept_dtype):
     # Built on the offload device: ComfyUI first makes every linear in the kept dtype, and those
     # placeholders must not take VRAM before the FP8 weights replace them.
     model_options.update(custom_operations=make_fp8_ops(TEXT_ENCODER_COMPUTE, kept_dtype),
                          initial_device=comfy.model_management.text_encoder_offload_device())
-    return state_dict, model_options, report, ""
 
 
 def _summary(clip, sources, t5_report, t5_note):

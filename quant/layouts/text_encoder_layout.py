@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import SD35FP8Error
 from ..files.safetensors_file import SafetensorsHeader
+from ..scales import SCALE_SUFFIX
 
 ENCODER_NAMES = {"clip_l": "CLIP-L", "clip_g": "CLIP-G", "t5xxl": "T5-XXL"}
 NEEDED_FILES = ("SD3.5 needs clip_l.safetensors (CLIP-L) and clip_g.safetensors (CLIP-G), and takes a T5-XXL "
@@ -37,6 +38,9 @@ class TextEncoderFile:
     encoder: str  # "clip_l", "clip_g" or "t5xxl"
     storage: str  # dtype of most layer weights: "fp16", "bf16", "fp32", "fp8_e4m3fn", ...
     scaled_fp8: bool  # ComfyUI's legacy format: a `scaled_fp8` marker and per-layer `scale_weight`
+    # this pack's FP8 layers (its save node, or stock Save Checkpoint of its T5 in FP8): a `weight_scale` beside
+    # an fp8 weight, with or without a comfy_quant marker
+    weight_scales: bool
     t5_config: dict  # T5 only: the widths ComfyUI's T5 class takes (t5_config_xxl.json keys); else {}
 
     @property
@@ -59,7 +63,13 @@ def read_text_encoder(header: SafetensorsHeader, slot: str, prefix="") -> TextEn
         if _CLIP_LAYER.match(key) or _T5_BLOCK.match(key):
             layer_parameters[info.dtype] += math.prod(info.shape)
     storage = layer_parameters.most_common(1)[0][0]
-    return TextEncoderFile(encoder, STORAGE_NAMES.get(storage, storage), "scaled_fp8" in tensors, t5_config)
+    return TextEncoderFile(encoder, STORAGE_NAMES.get(storage, storage), "scaled_fp8" in tensors,
+                           _has_weight_scales(tensors), t5_config)
+
+
+def _has_weight_scales(tensors):
+    weights = (tensors.get(k[: -len(SCALE_SUFFIX)] + ".weight") for k in tensors if k.endswith(SCALE_SUFFIX))
+    return any(weight is not None and weight.dtype == "F8_E4M3" for weight in weights)
 
 
 def _identify(tensors, slot):

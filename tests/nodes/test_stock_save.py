@@ -20,15 +20,6 @@ def stock_save(node, model, clip, vae):
         nodes_model_merging.CheckpointSave().save(model, clip, vae, "stock/saved")
 
 
-@pytest.fixture
-def output_dir(tmp_path, pack):
-    import folder_paths
-    before = folder_paths.get_output_directory()
-    folder_paths.set_output_directory(str(tmp_path / "output"))
-    yield tmp_path / "output"
-    folder_paths.set_output_directory(before)
-
-
 @pytest.mark.parametrize("node", ["ModelSave", "CheckpointSave"])
 def test_stock_save_nodes_write_the_fp8_model_with_its_scales_and_loras(pack, models_dir, output_dir, node):
     """Before, they wrote each FP8 weight with its scale but no format marker, which ComfyUI and this pack

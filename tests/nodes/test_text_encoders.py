@@ -324,6 +324,32 @@ def test_checkpoint_with_only_t5_cannot_drop_it(pack, t5_checkpoints):
         clip.tokenize("a red fox")
 
 
+@pytest.mark.parametrize("saved_by", ["save node", "stock CLIPSave"])
+def test_a_t5_in_fp8_saved_loads_back_as_it_was(pack, encoder_files, models_dir, output_dir, saved_by):
+    """Before, the save node failed on a CLIP with T5 in FP8 (AttributeError), and a T5 file ComfyUI's Save
+    CLIP wrote of it (each fp8 weight with its scale, unmarked) loaded with scale 1 (1.19 from it)."""
+    require_narrow_t5_recognised()
+    from comfy_extras.nodes_model_merging import CLIPSave
+    clip = load(pack, clip_l="clip_l.safetensors", t5xxl="t5xxl.safetensors", t5_precision="fp8_e4m3fn")
+    if saved_by == "save node":
+        tiny_sd3.write_diffusion_model(models_dir / "diffusion_models" / "tiny.safetensors", variant="medium")
+        (model,) = pack.NODE_CLASS_MAPPINGS["SD35FP8DiffusionModelLoader"]().load("tiny.safetensors", "fp8_default")
+        pack.NODE_CLASS_MAPPINGS["SD35FP8SaveCheckpoint"]().save(model, "checkpoints", "with_t5", "per_channel", False,
+                                                                 clip=clip)
+        saved = load_checkpoint_clip(pack, "with_t5.safetensors", "as stored")
+    else:
+        CLIPSave().save(clip, "te/saved")
+        (t5_file,) = (output_dir / "te").glob("saved_t5xxl_*.safetensors")
+        shutil.copy(t5_file, encoder_files / "t5_saved_by_stock.safetensors")
+        try:
+            saved = load(pack, clip_l="clip_l.safetensors", t5xxl="t5_saved_by_stock.safetensors")
+        finally:
+            os.remove(encoder_files / "t5_saved_by_stock.safetensors")
+    t5 = saved.cond_stage_model.t5xxl.transformer
+    assert t5.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
+    assert torch.equal(encode(saved)[0], encode(clip)[0])
+
+
 def test_comfyui_can_load_our_clip_again_outside_dynamic_vram(pack, encoder_files):
     """As for the MODEL (tests/nodes/test_loaders.py): ComfyUI 0.33 reloads a CLIP's patcher outside
     DynamicVRAM for conditioning hooks (Set CLIP Hooks: clip.clone(disable_dynamic=True)) and raises for

@@ -76,11 +76,16 @@ def file_tensors(name, value, granularity, prefix=""):
     name = prefix + name
     if not isinstance(value, QuantizedWeight):
         return [(name, value.to(HIGH_PRECISION_DTYPE))]
-    return fp8_layer_tensors(name, value.to_granularity(granularity))
+    return stored_tensors(name, value, granularity)
 
 
-def fp8_layer_tensors(name, value: QuantizedWeight):
-    """[(file key, tensor)] of one FP8 weight: its fp8 values, its scale and its comfy_quant marker."""
+def stored_tensors(name, value, granularity=None):
+    """[(file key, tensor)]: a tensor as it is; a QuantizedWeight (at `granularity` where given) as its fp8
+    values, its scale and its comfy_quant marker."""
+    if not isinstance(value, QuantizedWeight):
+        return [(name, value)]
+    if granularity is not None:
+        value = value.to_granularity(granularity)
     return [(name, value.weight), (scale_key(name), value.scale),
             (marker_key(name), torch.tensor(list(COMFY_QUANT), dtype=torch.uint8))]
 
