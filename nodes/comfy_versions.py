@@ -112,6 +112,16 @@ def _own_lowvram_patches(layer):
             patch.sd35_fp8_layer = layer
 
 
+def weight_adapters(layer):
+    """The functions other than ComfyUI's patches that the layer's weight goes through
+    (ModelPatcher.add_weight_wrapper: LoRA training's adapters, every version). ComfyUI hands them a
+    layer's weight in the compute dtype: they take the dequantized weight, never the stored fp8 one."""
+    functions = layer.weight_function
+    if not functions:
+        return ()
+    return [f for f in functions if not isinstance(f, comfy.model_patcher.LowVramPatch)]
+
+
 def _beside(patch):
     return isinstance(patch, ScaledLowVramPatch) and getattr(patch, "sd35_low_rank", None) is not None
 
@@ -121,11 +131,12 @@ def _side_paths_hidden(layer):
     """Keeps patches whose LoRA already rides beside the weight out of ComfyUI's sight while it casts:
     it would otherwise copy the weight for them on every call (every version) and, under 0.33's
     DynamicVRAM, widen each faulted weight, call the patch and stochastically round it back, for a
-    weight the side path leaves unchanged."""
+    weight the side path leaves unchanged. Weight adapters too: the cast hands out the stored fp8 weight,
+    which they cannot take (weight_adapters)."""
     lowvram = _lowvram_function(layer)
     functions = layer.weight_function
     hide_lowvram = _beside(lowvram)
-    kept = [f for f in functions if not _beside(f)]
+    kept = [f for f in functions if isinstance(f, comfy.model_patcher.LowVramPatch) and not _beside(f)]
     if not hide_lowvram and len(kept) == len(functions):
         yield
         return

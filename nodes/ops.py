@@ -10,6 +10,8 @@ wherever it can be (nodes/comfy_versions.py), and otherwise requantizes the patc
 of its own. Either rides on a new weight Parameter, so unpatching, which restores only `weight`,
 restores the layer exactly. Patched in place (ComfyUI's conditioning hooks), a weight keeps the scale its
 Parameter computes with, since restoring it copies only the weight back; handed back (lazy saving), the layer's.
+Functions other than ComfyUI's patches that the weight goes through (LoRA training's adapters) take it
+dequantized, in the compute dtype, as ComfyUI hands a float layer's weight to them.
 """
 import torch
 import comfy.float
@@ -17,13 +19,14 @@ import comfy.ops
 from comfy.ops import uncast_bias_weight
 
 from ..quant.kernels.compute_path import ComputePath
-from ..quant.kernels.gelu_quantize import GELU_TANH
+from ..quant.kernels.fp8_linear import dequantize, weight_only_linear
+from ..quant.kernels.gelu_quantize import GELU_TANH, gelu_tanh
 from ..quant.kernels.linear_dispatch import linear_for, norm_rows_linear_for
 from ..quant.kernels.low_rank import lora_beside
 from ..quant.kernels.opaque_op import compiled_code_launches_kernels
 from ..quant.kernels.small_m_linear import SMALL_M_MAX_ROWS
 from ..quant.scales import weight_scale_like
-from .comfy_versions import call_patches, cast_stored_weight, keep_stored_dtype
+from .comfy_versions import call_patches, cast_stored_weight, keep_stored_dtype, weight_adapters
 
 
 class FP8Linear(comfy.ops.manual_cast.Linear):
@@ -64,7 +67,9 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         activation = self.input_activation
         if activation is not None and self.forward_replaced():
             activation = None
-        out = self.linears[activation](input, weight, _on_device(scale, input.device), bias, low_rank)
+        adapters = weight_adapters(self)
+        linear = _adapted_linear(adapters, activation) if adapters else self.linears[activation]
+        out = linear(input, weight, _on_device(scale, input.device), bias, low_rank)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out
 
@@ -81,7 +86,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         where compiled code launches our kernels itself, on more rows than the small-row kernel takes. A
         LoRA beside the weight takes its input from the same FP8 rows."""
         return (self.weight_scale is not None and self.input_activation is None
-                and self.norm_rows_linear is not None and not self.forward_replaced()
+                and self.norm_rows_linear is not None and not self.forward_replaced() and not weight_adapters(self)
                 and x.is_cuda and (not torch.compiler.is_compiling() or compiled_code_launches_kernels())
                 and x.numel() > SMALL_M_MAX_ROWS * x.shape[-1])
 
@@ -142,6 +147,23 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
             self.weight.data.copy_(stored)
         else:
             self.weight = torch.nn.Parameter(stored, requires_grad=False)
+
+
+def _adapted_linear(adapters, activation):
+    """The weight-only linear with the dequantized weight handed to `adapters` first, as ComfyUI hands them
+    a float layer's weight (LoRA training's adapters, which need the gradient through it), on every
+    compute path."""
+    def dequantize_and_adapt(weight_fp8, weight_scale, dtype):
+        weight = dequantize(weight_fp8, weight_scale, dtype)
+        for adapter in adapters:
+            weight = adapter(weight)
+        return weight
+
+    def linear(x, weight_fp8, weight_scale, bias, low_rank=None):
+        if activation is not None:
+            x = gelu_tanh(x)
+        return weight_only_linear(x, weight_fp8, weight_scale, bias, low_rank, dequantize=dequantize_and_adapt)
+    return linear
 
 
 def _on_device(scale, device):

@@ -185,3 +185,35 @@ def test_layers_under_a_bypass_lora_take_comfyuis_input(model):
     assert calls == 0
     assert_as_close_as(bypassed, beside, lora, comfy.sd.load_bypass_lora_for_models,
                        "bypass LoRA, the same LoRA through LoraLoader the other")
+
+
+def with_weight_wrappers(model, _clip, factors, _strength_model, _strength_clip):
+    """model with each LoRA of `factors` ({weight key: (up, down)}) as a function ComfyUI hands the layer's
+    weight to at every call (ModelPatcher.add_weight_wrapper), the way LoRA training without bypass mode
+    attaches its adapters; shaped like comfy.sd.load_lora_for_models."""
+    wrapped = model.clone()
+    for key, (up, down) in factors.items():
+        wrapped.add_weight_wrapper(key, lambda weight, up=up, down=down: weight + (up @ down).to(weight))
+    return wrapped, None
+
+
+def test_layers_with_weight_adapters_take_the_dequantized_weight(model):
+    """LoRA training without bypass mode hands each layer's weight to its adapter, which needs it in the compute
+    dtype and the gradient through it: those layers compute from the dequantized weight, so take no FP8 rows from
+    the block's one-pass norm. With an adapter on every qkv and fc1, no block runs the kernel, and the model is
+    as close to the unquantized model with the same adapters as with the same LoRA through LoraLoader."""
+    import comfy.sd
+    generator = torch.Generator().manual_seed(int(torch.randint(0, 10**6, ())))
+    factors, lora = {}, {}
+    for name, weight in model.model.diffusion_model.state_dict().items():
+        if name.startswith("joint_blocks.") and name.endswith((".attn.qkv.weight", ".mlp.fc1.weight")):
+            up, down = (torch.randn(shape, generator=generator) * 0.08 for shape in ((weight.shape[0], 16),
+                                                                                     (16, weight.shape[1])))
+            factors["diffusion_model." + name] = (up.cuda(), down.cuda())
+            key = "lora_unet_" + name[: -len(".weight")].replace(".", "_")
+            lora[key + ".lora_up.weight"], lora[key + ".lora_down.weight"] = up, down
+    adapted, calls = sample_one_step(with_weight_wrappers(model, None, factors, 1.0, 0)[0])
+    beside, _ = sample_one_step(comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0])
+    assert calls == 0
+    assert_as_close_as(adapted, beside, factors, with_weight_wrappers,
+                       "weight adapters, the same LoRA through LoraLoader the other")

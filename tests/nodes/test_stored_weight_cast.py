@@ -39,15 +39,18 @@ def test_a_resident_layer_gets_what_comfyuis_cast_would_give_without_it(layer, c
 def test_comfyuis_cast_runs_where_it_has_work(layer, comfyui_casts):
     from sd35_fp8.nodes.comfy_versions import cast_stored_weight
     x = torch.randn(5, 32, dtype=torch.bfloat16)
-    doubled = []
-    layer.weight_function = [lambda weight: doubled.append(1) or weight]
+    handed = []
+    layer.weight_function = [lambda weight: handed.append(weight.dtype) or weight]
     cast_stored_weight(layer, x)
-    assert comfyui_casts == [layer] and doubled == [1]
+    # a weight adapter (LoRA training's) takes the dequantized weight, after the cast (nodes/ops.py)
+    assert comfyui_casts == [layer] and handed == []
+    layer(x)
+    assert handed == [torch.bfloat16]
     layer.weight_function = []
     layer.bias_function = [lambda bias: bias * 2]
     _, bias, _ = cast_stored_weight(layer, x)
-    assert comfyui_casts == [layer, layer] and torch.equal(bias, layer.bias * 2)
+    assert comfyui_casts == [layer] * 3 and torch.equal(bias, layer.bias * 2)
     layer.bias_function = []
     layer._v = (None, 0, 0)  # what 0.33's DynamicVRAM sets on a layer it stages (its vbar allocation)
     weight, _, _ = cast_stored_weight(layer, x)
-    assert comfyui_casts == [layer] * 3 and torch.equal(weight.view(torch.uint8), layer.weight.view(torch.uint8))
+    assert comfyui_casts == [layer] * 4 and torch.equal(weight.view(torch.uint8), layer.weight.view(torch.uint8))
