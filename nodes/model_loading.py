@@ -32,6 +32,9 @@ from .stock_save import save_fp8_layers_with_their_scales
 from .token_layout import make_image_tokens_contiguous
 
 
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def resolve_model_file(folder, file_name):
     path = folder_paths.get_full_path(folder, file_name)
     if path is None:
@@ -64,8 +67,7 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     device = comfy.model_management.get_torch_device()
     compute_path = compute_path_for_device(device, force_weight_only)
     # torch._scaled_mm's row-wise mode only writes bf16; stock ComfyUI would often pick fp16.
-    compute_dtype = torch.bfloat16 if compute_path.uses_fp8_matmul else comfy.model_management.unet_dtype(
-        model_params=parameters, supported_dtypes=comfy.supported_models.SD3.supported_inference_dtypes)
+    compute_dtype = torch.bfloat16 if compute_path.uses_fp8_matmul else weight_only_compute_dtype(parameters, device)
     progress = comfy.utils.ProgressBar(tensor_count)
     state_dict, report = quantize_state_dict(named_tensors, policy, compute_dtype=compute_dtype,
                                              device=device, on_tensor=lambda: progress.update(1))
@@ -92,6 +94,22 @@ def build_fp8_model(named_tensors, tensor_count, parameters, model_name, source_
     logging.info("[sd35_fp8] %s: %s; compute dtype %s; %s; attention: %s", source_name, report.summary(model_name),
                  str(compute_dtype).replace("torch.", ""), compute_path.summary, attention)
     return model, report, compute_path
+
+
+def weight_only_compute_dtype(parameters, device):
+    """The dtype ComfyUI picks for an SD3 model's weights (its --fp16-unet and kin included), where that is a
+    float dtype. Its --fp8_e4m3fn-unet and kin store a model's weights in fp8 without scales: our FP8 layers are
+    in FP8 with theirs already, and the layers the policy keeps (the final projection, the embedders) stay high
+    precision, in the dtype ComfyUI computes such a model in."""
+    supported = comfy.supported_models.SD3.supported_inference_dtypes
+    dtype = comfy.model_management.unet_dtype(model_params=parameters, supported_dtypes=supported)
+    if dtype in _FLOAT_DTYPES:
+        return dtype
+    compute_dtype = comfy.model_management.unet_manual_cast(dtype, device, supported)
+    logging.info("[sd35_fp8] ComfyUI is set to store diffusion models in %s without scales: this pack's FP8 layers "
+                 "keep their scales, and the layers its policy keeps stay in %s", str(dtype).replace("torch.", ""),
+                 str(compute_dtype).replace("torch.", ""))
+    return compute_dtype
 
 
 def load_mmdit(header, contents, policy, force_weight_only=False, fp8_attention=True, disable_dynamic=False):
