@@ -27,7 +27,7 @@ def save_fp8_layers_with_their_scales(model_patcher):
     """Has ComfyUI's save nodes write model_patcher's FP8 model as this module says (its clones share it)."""
     model_ref = weakref.ref(model_patcher.model)
 
-    def process_unet_state_dict_for_saving(state_dict):
+    def process_unet_state_dict_for_saving(_stock_state_dict):
         model = model_ref()
         patcher = _patcher_being_saved(model)
         tensors = {}
