@@ -130,16 +130,16 @@ def _read_t5(source, t5_precision):
 
 
 def _stored_fp8_layers(tensors, model_options):
-    """A T5 with this pack's FP8 layers (the save node's, or stock Save Checkpoint's of a T5 in FP8): our
-    ops take each fp8 weight with the scale beside it, which ComfyUI would leave out (scale 1); the
-    other tensors keep their dtype, as their linears compute in it."""
+    """A T5 whose fp8 weights have a `weight_scale` beside them (this pack's save node, stock Save Checkpoint of
+    a T5 in FP8, ComfyUI's comfy_quant files): our ops take each with its scale, which ComfyUI leaves out
+    where no marker names it (scale 1); the other tensors keep their dtype, as their linears compute in it."""
     state_dict = {k: t for k, t in tensors if not k.endswith(_LEFT_TO_OUR_LAYERS)}
     kept = Counter()
     for tensor in state_dict.values():
         if tensor.is_floating_point() and tensor.dtype not in _FP8_DTYPES:
             kept[tensor.dtype] += tensor.numel()
     _use_fp8_layers(model_options, kept.most_common(1)[0][0])
-    return state_dict, model_options, None, " (stored in FP8 with this pack's scales: loaded as it is)"
+    return state_dict, model_options, None, " (stored in FP8 with scales: loaded as it is, in this pack's FP8 layers)"
 
 
 def _use_fp8_layers(model_options, kept_dtype):

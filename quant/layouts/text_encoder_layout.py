@@ -38,8 +38,8 @@ class TextEncoderFile:
     encoder: str  # "clip_l", "clip_g" or "t5xxl"
     storage: str  # dtype of most layer weights: "fp16", "bf16", "fp32", "fp8_e4m3fn", ...
     scaled_fp8: bool  # ComfyUI's legacy format: a `scaled_fp8` marker and per-layer `scale_weight`
-    # this pack's FP8 layers (its save node, or stock Save Checkpoint of its T5 in FP8): a `weight_scale` beside
-    # an fp8 weight, with or without a comfy_quant marker
+    # a `weight_scale` beside an fp8 weight, with or without a comfy_quant marker: this pack's FP8 layers (its
+    # save node, stock Save Checkpoint of its T5 in FP8), or ComfyUI's comfy_quant
     weight_scales: bool
     t5_config: dict  # T5 only: the widths ComfyUI's T5 class takes (t5_config_xxl.json keys); else {}
 
