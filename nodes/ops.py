@@ -62,6 +62,10 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
     def forward_comfy_cast_weights(self, input):
         if self.weight_scale is None:
             return super().forward_comfy_cast_weights(input)
+        if input.dtype != self.compute_dtype and self.compute_path.uses_fp8_matmul:
+            # torch's row-wise FP8 matmul writes bf16 only (f8f8bf16_rowwise): a model asked to compute in
+            # another dtype (ComfyUI's ModelComputeDtype) runs these layers in bf16
+            return self.forward_comfy_cast_weights(input.to(self.compute_dtype)).to(input.dtype)
         weight, bias, offload_stream = cast_stored_weight(self, input)
         low_rank, scale = call_patches(self, weight)
         activation = self.input_activation
@@ -83,9 +87,9 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
     def takes_fp8_rows(self, x):
         """Whether this call can take its input normalized and quantized to FP8 rows in one pass
         (forward_norm_modulated): a quantized layer on the row-wise FP8 path on CUDA, eager or compiled
-        where compiled code launches our kernels itself, on more rows than the small-row kernel takes. A
-        LoRA beside the weight takes its input from the same FP8 rows."""
-        return (self.weight_scale is not None and self.input_activation is None
+        where compiled code launches our kernels itself, on more rows than the small-row kernel takes, in the
+        model's compute dtype. A LoRA beside the weight takes its input from the same FP8 rows."""
+        return (self.weight_scale is not None and self.input_activation is None and x.dtype == self.compute_dtype
                 and self.norm_rows_linear is not None and not self.forward_replaced() and not weight_adapters(self)
                 and x.is_cuda and (not torch.compiler.is_compiling() or compiled_code_launches_kernels())
                 and x.numel() > SMALL_M_MAX_ROWS * x.shape[-1])

@@ -150,3 +150,34 @@ def test_a_lora_beside_the_weight_on_the_triton_paths_eager_and_compiled(path, r
         compiled = torch.compile(linear, fullgraph=True)(x, weight_fp8, scale, bias, side)
     for out in (eager, compiled):
         assert out.dtype == torch.bfloat16 and relative_error(out, expected) <= FP8_MATMUL_BOUND
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_model_compute_dtype_other_than_bf16_samples_on_the_fp8_path(tiny_fp8_model, dtype):
+    """ComfyUI's ModelComputeDtype node runs the model's activations in the dtype it names; torch's row-wise FP8
+    matmul writes bf16 only (f8f8bf16_rowwise), so the FP8 layers compute in bf16 and hand back that dtype. No
+    further from the unquantized model under the same node than at the default dtype (bf16), up to a half."""
+    import comfy.sample
+    import comfy.sd
+    from comfy_extras import nodes_model_advanced
+    from devtools.tiny_sd3 import mmdit_state_dict
+    model, _ = tiny_fp8_model
+    unquantized = comfy.sd.load_diffusion_model_state_dict(mmdit_state_dict("medium", depth=2, prefix=""))
+    node = nodes_model_advanced.ModelComputeDtype
+
+    def with_dtype(patcher, name):
+        return node().patch(patcher, name)[0] if hasattr(node, "patch") else node.execute(patcher, name).args[0]
+
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 16, 32, 32, generator=generator)
+    positive, negative = ([[torch.randn(1, 77, 4096, generator=generator),
+                            {"pooled_output": torch.randn(1, 2048, generator=generator)}]] for _ in range(2))
+
+    def sample(patcher):
+        return comfy.sample.sample(patcher, noise, 2, 4.5, "euler", "sgm_uniform", positive, negative,
+                                   torch.zeros_like(noise), seed=0, disable_pbar=True).float()
+
+    default_error = relative_error(sample(model), sample(unquantized))
+    error = relative_error(sample(with_dtype(model, dtype)), sample(with_dtype(unquantized, dtype)))
+    print(f"{dtype}: {error:.5f} from the unquantized model under the same node; bf16: {default_error:.5f}")
+    assert error <= 1.5 * default_error
