@@ -49,3 +49,24 @@ def test_stock_save_nodes_write_the_fp8_model_with_its_scales_and_loras(pack, mo
     assert all(same_bits(stock_file[k], save_node_file[k]) for k in stock_file)
     assert sum(v.dtype == torch.float8_e4m3fn for v in stock_file.values()) == 19
     assert relative_error(mmdit_output(from_stock_node, inputs), expected) <= BAKED_LORA_OUTPUT_BOUND
+
+
+def test_the_model_saved_after_sampling_a_clone_with_a_lora_is_the_model_without_it(pack, models_dir, output_dir):
+    """ComfyUI keeps a sampled clone's LoRA patched in until another clone of the model loads; Save Model of the
+    model itself must then write the model as loaded from its file."""
+    import comfy.model_management
+    import comfy.sd
+    seed = int(torch.randint(0, 10**6, ()))
+    tiny_sd3.write_diffusion_model(models_dir / "diffusion_models" / "source.safetensors", variant="medium", seed=seed)
+    model = load_diffusion_model(pack, "source.safetensors")
+    lora = random_lora(model.model.diffusion_model.state_dict(), seed + 1, rank=4, std=0.15)
+    with_lora = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]
+    inputs = random_inputs()
+    without = mmdit_output(model, inputs)
+    comfy.model_management.load_models_gpu([with_lora])
+    assert relative_error(mmdit_output(with_lora, inputs), without) > 0.1, "the LoRA must be patched in"
+
+    stock_save("ModelSave", model, None, None)
+    (written,) = (output_dir / "stock").glob("saved_*.safetensors")
+    shutil.copy(written, models_dir / "diffusion_models" / "stock_saved.safetensors")
+    assert torch.equal(mmdit_output(load_diffusion_model(pack, "stock_saved.safetensors"), inputs), without)
