@@ -10,8 +10,9 @@ from tests.fixtures import adapters
 
 # Hooks patch the weights in place, so a hook LoRA is merged into the FP8 weight with the layer's scale
 # (a channel it widens clips): growth of the final latent's error over the same model's without the
-# hook, measured +0.010 to +0.024 over six draws. Before the fix, a hook on one cond only gave +0.33-0.35.
-HOOK_ERROR_GROWTH = 0.04
+# hook: +0.009 to +0.038 over 72 draws (24 seeds, each case), and once +0.042 in CI. Before the fix, a hook
+# on one cond only gave +0.33-0.35, and a DoRA under the hook an error of 0.18-0.29 against 0.03-0.05.
+HOOK_ERROR_GROWTH = 0.08
 
 
 @pytest.mark.parametrize("hooked, dora", [("positive", False), ("both", False), ("positive", True)])
