@@ -20,11 +20,12 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ou
           "ours_fp8_lora_unfused": "ours FP8 matmul, LoRA'd layers off the one-pass blocks (as before the nineteenth session)",
           "ours_fp8_lora_epilogue": "ours FP8 matmul, LoRAs in the Triton GEMM's epilogue (as before the LoRA columns)"}
 # The tables the criteria count: those that ran the code as it stands (K-aligned LoRA columns written by the
-# norm, few rows added after the GEMM; twenty-fifth and twenty-sixth sessions), and for the one cell of the
-# matrix not rerun with it (0.33 without DynamicVRAM under the cap) the nineteenth session's table, whose note
-# says how its code differs. Tables of older code (analysis_lora.md says which) come after them.
-CURRENT_TABLES = ("lora_033_DynamicVRAM_counted26.json", "lora_033_DynamicVRAM_profiled25.json",
-                  "lora_033_DynamicVRAM_cap8_26.json", "lora_033_DynamicVRAM_ours_fp8_compiled26.json",
+# norm, few rows added after the GEMM; twenty-fifth, twenty-sixth and thirtieth sessions), and for the one
+# cell of the matrix not rerun with it (0.33 without DynamicVRAM under the cap) the nineteenth session's
+# table, whose note says how its code differs. Tables of older code (analysis_lora.md says which) come after them.
+CURRENT_TABLES = ("lora_033_DynamicVRAM_counted30.json", "lora_033_DynamicVRAM_counted26.json",
+                  "lora_033_DynamicVRAM_profiled25.json", "lora_033_DynamicVRAM_cap8_26.json",
+                  "lora_033_DynamicVRAM_ours_fp8_compiled30.json",
                   "lora_033_no_DynamicVRAM25.json", "lora_0375_26.json", "lora_0375_counted26.json",
                   "lora_0375_probe26.json", "lora_033_no_DynamicVRAM_cap8.json")
 # The criteria of the LoRA issue, for this pack's variants
