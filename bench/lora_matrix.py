@@ -42,6 +42,8 @@ from sd35_fp8.quant.reports.report import GIB  # noqa: E402
 
 # A/B variants of ours FP8 (the code before a change), built as ours_fp8 and then switched
 A_B_OF_OURS_FP8 = ("ours_fp8_lora_after", "ours_fp8_lora_unfused", "ours_fp8_lora_epilogue")
+# functions of a cell's host profile (--host-profile) kept, the costliest first
+HOST_PROFILE_FUNCTIONS = 40
 STATES = (("none", ()), ("one LoRA", (("a", 1.0),)), ("two stacked", (("a", 1.0), ("b", 1.0))),
           ("strength changed", (("a", 0.5),)), ("LoRA removed", ()))
 
@@ -111,15 +113,49 @@ def profiled_per_step(run):
     return result, steps[:-1]
 
 
+def host_profiled(run, steps):
+    """run(on_step) with the host's Python profiled (cProfile) from the end of its first sampling step to
+    the end of its last: (run's result, the functions that took the most of the host's own time (tottime)
+    per step). The first step (a LoRA's factor searches, staging) is left out; what a LoRA adds to every
+    later step's host time is what shows."""
+    import cProfile
+    import pstats
+    profiler, calls = cProfile.Profile(), [0]
+
+    def on_step():
+        calls[0] += 1
+        if calls[0] == 1:
+            profiler.enable()
+        elif calls[0] == steps:
+            profiler.disable()
+    result = run(on_step)
+    profiler.disable()
+    profiled = max(min(calls[0], steps) - 1, 1)
+    stats = pstats.Stats(profiler).stats
+    top = sorted(stats.items(), key=lambda item: -item[1][2])[:HOST_PROFILE_FUNCTIONS]
+    return result, [{"us_per_step": round(tottime / profiled * 1e6, 1), "calls_per_step": round(calls_ / profiled, 2),
+                     "function": f"{Path(file).name}:{line}:{name}"}
+                    for (file, line, name), (_, calls_, tottime, _, _) in top]
+
+
+def _chosen(cells, variant, state_name):
+    return f"{variant}:{state_name}" in cells or f"{variant}:*" in cells
+
+
 def run_cell(variant, state_name, model, args, positive, negative):
     cell = {"variant": variant, "lora": state_name}
     torch.cuda.reset_peak_memory_stats()
     try:
         with counted_factor_searches() as searches:
-            if f"{variant}:{state_name}" in args.profile or f"{variant}:*" in args.profile:
+            if _chosen(args.profile, variant, state_name):
                 # profiled while timed: the profiler's overhead is in this cell's step times
                 (latent, times, in_use), cell["profile_per_step"] = profiled_per_step(
                     lambda on_step: sample_timed(model, args, positive, negative, lambda issued_at: on_step()))
+            elif _chosen(args.host_profile, variant, state_name):
+                # likewise
+                (latent, times, in_use), cell["host_profile"] = host_profiled(
+                    lambda on_step: sample_timed(model, args, positive, negative, lambda issued_at: on_step()),
+                    args.steps)
             elif args.count:
                 with step_accounting() as (cell["count_per_step"], on_step):
                     latent, times, in_use = sample_timed(model, args, positive, negative, on_step)
@@ -273,6 +309,9 @@ def main():
                         help="variant:state cells profiled step by step while timed, e.g. 'ours_fp8:LoRA removed'; "
                              "'ours_fp8:*' for every state of a variant (the report then gives the LoRA's cost in "
                              "GPU time beside s/step)")
+    parser.add_argument("--host-profile", nargs="*", default=[],
+                        help="variant:state cells whose host Python is profiled (cProfile) over the steps after the "
+                             "first, as --profile names them; the cell keeps the costliest functions per step")
     parser.add_argument("--count", action="store_true",
                         help="every cell: CPU time, garbage collections and ComfyUI staging calls per step "
                              "(devtools/step_accounting.py)")

@@ -40,3 +40,29 @@ def test_the_ab_switch_keeps_layers_with_a_lora_off_the_one_pass_blocks(monkeypa
     assert layer.takes_fp8_rows(x)
     layer.weight.sd35_low_rank = LowRank(torch.randn(16, 4), torch.randn(4, 16))
     assert not layer.takes_fp8_rows(x)
+
+
+def test_the_host_profile_leaves_the_first_step_out_and_counts_per_step():
+    from bench.lora_matrix import host_profiled
+
+    def first_step_only():
+        return sum(range(1000))
+
+    def every_step():
+        return sum(range(100))
+
+    def run(on_step):
+        first_step_only()
+        every_step()
+        on_step()
+        for _ in range(3):
+            every_step()
+            on_step()
+        return "sampled"
+
+    result, top = host_profiled(run, steps=4)
+    assert result == "sampled"
+    by_name = {entry["function"].rsplit(":", 1)[1]: entry for entry in top}
+    assert "first_step_only" not in by_name
+    assert by_name["every_step"]["calls_per_step"] == 1.0
+    assert by_name["every_step"]["us_per_step"] > 0
