@@ -7,8 +7,8 @@ import torch
 from devtools.numerics import relative_error
 from devtools.tiny_sd3 import write_checkpoint
 
-# The final latent's error against the unquantized merge: 0.004-0.011 over four draws of each case on both hosts, where each
-# FP8 model alone is 0.022-0.026 from its unquantized one. An FP8 weight merged without its scale is noise.
+# The final latent's error against the unquantized merge: 0.004-0.011 over four draws of each case on both
+# hosts, where each FP8 model alone is 0.022-0.026 from its unquantized one.
 MERGE_ERROR_BOUND = 0.03
 
 
@@ -32,7 +32,7 @@ def test_model_merge_simple_of_fp8_models_samples_as_the_unquantized_merge(pack,
     latent = {"samples": torch.zeros(1, 16, 16, 16)}
 
     # in inference mode, as ComfyUI runs its nodes: outside it, on 0.3.75, the unquantized model's weights require
-    # grad, and ComfyUI's rounding of a merge into any fp8 weight (stock's fp8_e4m3fn too) fails on them
+    # grad, and the stochastic rounding of a merge into an fp8 weight (by reading, ComfyUI's own too) fails on them
     @torch.inference_mode()
     def sample(first, second):
         merged = ModelMergeSimple().merge(first, second, 0.5)[0]
