@@ -40,7 +40,8 @@ def test_a_controlnet_samples_the_fp8_model_as_the_unquantized_one(pack, models_
     seed = int(torch.randint(0, 10**6, ()))
     write_checkpoint(models_dir / "checkpoints" / "base.safetensors", clip_l=False, seed=seed)
     loader = pack.NODE_CLASS_MAPPINGS["SD35FP8CheckpointLoader"]()
-    (fp8, _, vae), (unquantized, _, _) = (loader.load("base.safetensors", policy)[:3] for policy in ("fp8_default", "off"))
+    (fp8, _, vae), (unquantized, _, _) = (loader.load("base.safetensors", policy)[:3]
+                                          for policy in ("fp8_default", "off"))
     (models_dir / "controlnet").mkdir()
     save_file(tiny_sd35_controlnet(2, seed + 1), str(models_dir / "controlnet" / "blur.safetensors"))
     folder_paths.add_model_folder_path("controlnet", str(models_dir / "controlnet"), is_default=True)
