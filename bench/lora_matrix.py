@@ -5,6 +5,7 @@ what LoraLoader calls) and sampling (comfy.sample.sample).
   python bench/lora_matrix.py --label "0.33 DynamicVRAM" --dynamic-vram --out DIR
   python bench/lora_matrix.py --label "0.33 DynamicVRAM" --dynamic-vram --vram-cap-gib 8 --out DIR
   python bench/lora_matrix.py --label "0.33 DynamicVRAM" --dynamic-vram --variants ours_fp8_compiled --out DIR
+  python bench/lora_matrix.py --label "0.33 DynamicVRAM" --dynamic-vram --variants ours_fp8_cuda_graphs --out DIR
 
 For each variant the LoRA states run in this order on the same loaded model, after one untimed run
 that stages the weights (and compiles): none, one LoRA, two stacked, the first at another strength,
@@ -235,7 +236,16 @@ def _add_round(cell, again, latent, latents):
                       "s_per_step": again["s_per_step"]}), flush=True)
 
 
-def run_variant(variant, weights, loras, args, positive, negative, references, compiled=False):
+def compiled_as(model, compiled):
+    """model through stock TorchCompileModel ("compiled") or this pack's compile with CUDA graphs
+    ("cuda_graphs"); under DynamicVRAM either compiles a copy outside it, built again through build()'s reload."""
+    if compiled == "cuda_graphs":
+        from sd35_fp8.nodes.compile_cuda_graphs import compile_with_cuda_graphs
+        return compile_with_cuda_graphs(model)
+    return torch_compile_model(model)
+
+
+def run_variant(variant, weights, loras, args, positive, negative, references, compiled=None):
     import comfy.model_management
     comfy.model_management.unload_all_models()
     gc.collect()
@@ -250,8 +260,7 @@ def run_variant(variant, weights, loras, args, positive, negative, references, c
         lora_in_epilogue(base)
     load_s = round(time.perf_counter() - started, 1)
     if compiled:
-        # under DynamicVRAM the node compiles a copy outside it, built again through build()'s reload
-        base = torch_compile_model(base)
+        base = compiled_as(base, compiled)
         torch._dynamo.utils.counters.clear()
     states = STATES[:2] if compiled or variant == "stock_fp8" else STATES
     # The first run after a load stages weights (and compiles): timed apart, so "none" is the steady state.
@@ -295,6 +304,7 @@ def main():
     parser.add_argument("--vram-cap-gib", type=float, default=0, help="ComfyUI's --reserve-vram leaving this much")
     parser.add_argument("--variants", help="comma-separated variants instead of the run's default set; "
                         "ours_fp8_compiled is ours FP8 through TorchCompileModel's compile, without and with a LoRA; "
+                        "ours_fp8_cuda_graphs likewise through this pack's compile with CUDA graphs; "
                         "ours_fp8_lora_after adds the LoRA after the FP8 GEMM instead of in its epilogue; "
                         "ours_fp8_lora_unfused sends LoRA'd layers through ComfyUI's unfused norms, as before they "
                         "took FP8 rows; ours_fp8_lora_epilogue puts LoRAs in the Triton GEMM's epilogue instead of "
@@ -351,9 +361,9 @@ def main():
     # written after every variant: a run stopped by a time limit keeps what it measured
     (args.out / name).write_text(json.dumps(run, indent=1))
     for variant in (v for v in variants if v != "stock_default"):
-        compiled = variant.endswith("_compiled")
-        run["results"] += run_variant(variant.removesuffix("_compiled"), weights, loras, args, positive, negative,
-                                      references, compiled=compiled)[0]
+        compiled = next((mode for mode in ("compiled", "cuda_graphs") if variant.endswith("_" + mode)), None)
+        run["results"] += run_variant(variant.removesuffix("_" + compiled) if compiled else variant, weights, loras,
+                                      args, positive, negative, references, compiled=compiled)[0]
         (args.out / name).write_text(json.dumps(run, indent=1))
     print("wrote", args.out / name, flush=True)
     if args.dynamic_vram:

@@ -19,6 +19,10 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ou
           "ours_weight_only": "ours weight-only",
           "ours_fp8_lora_unfused": "ours FP8 matmul, LoRA'd layers off the one-pass blocks (as before the nineteenth session)",
           "ours_fp8_lora_epilogue": "ours FP8 matmul, LoRAs in the Triton GEMM's epilogue (as before the LoRA columns)"}
+# a cell's "compiled": stock TorchCompileModel (True in runs before CUDA graphs were a mode), this pack's
+# compile with CUDA graphs, or eager
+COMPILED_LABELS = {True: " (TorchCompileModel)", "compiled": " (TorchCompileModel)",
+                   "cuda_graphs": " (compiled with CUDA graphs)", None: ""}
 # The tables the criteria count: those that ran the code as it stands (K-aligned LoRA columns written by the
 # norm, few rows added after the GEMM; twenty-fifth, twenty-sixth and thirtieth sessions), and for the one
 # cell of the matrix not rerun with it (0.33 without DynamicVRAM under the cap) the nineteenth session's
@@ -48,7 +52,7 @@ def matrix_table(run):
     for variant, cells in by_variant.items():
         base = cells[0]
         for cell in cells:
-            label = LABELS[variant] + (" (TorchCompileModel)" if cell.get("compiled") else "")
+            label = LABELS[variant] + COMPILED_LABELS[cell.get("compiled") or None]
             if "error" in cell:
                 lines.append(f"| {label} | {cell['lora']} | fails: {cell['error'][:90]} | | | | | | | |")
                 continue

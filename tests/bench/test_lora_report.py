@@ -55,3 +55,11 @@ def test_counted_cells_show_the_host_probes_per_round(run):
     row = next(line for line in matrix_table(run).splitlines() if "| none |" in line)
     # the first step (factor searches, a state change) is left out of the medians
     assert row.rstrip(" |").endswith("0.160, 0.155, probe 0.85 ms, launches 1.20 ms")
+
+
+def test_compiled_cells_name_how_they_were_compiled(run):
+    run["results"] = [dict(_cell("none", 0.08), compiled="cuda_graphs"), dict(_cell("one LoRA", 0.085), compiled=True),
+                      _cell("none", 0.1)]
+    labels = [line.split(" | ")[0].strip("| ") for line in matrix_table(run).splitlines() if "| ours FP8" in line]
+    assert labels == ["ours FP8 matmul (compiled with CUDA graphs)", "ours FP8 matmul (TorchCompileModel)",
+                      "ours FP8 matmul"]
