@@ -45,6 +45,8 @@ from sd35_fp8.quant.reports.report import GIB  # noqa: E402
 A_B_OF_OURS_FP8 = ("ours_fp8_lora_after", "ours_fp8_lora_unfused", "ours_fp8_lora_epilogue")
 # functions of a cell's host profile (--host-profile) kept, the costliest first
 HOST_PROFILE_FUNCTIONS = 40
+# variant suffixes that compile the model (compiled_as): stock TorchCompileModel, this pack's CUDA graphs
+COMPILE_MODES = ("compiled", "cuda_graphs")
 STATES = (("none", ()), ("one LoRA", (("a", 1.0),)), ("two stacked", (("a", 1.0), ("b", 1.0))),
           ("strength changed", (("a", 0.5),)), ("LoRA removed", ()))
 
@@ -361,7 +363,7 @@ def main():
     # written after every variant: a run stopped by a time limit keeps what it measured
     (args.out / name).write_text(json.dumps(run, indent=1))
     for variant in (v for v in variants if v != "stock_default"):
-        compiled = next((mode for mode in ("compiled", "cuda_graphs") if variant.endswith("_" + mode)), None)
+        compiled = next((mode for mode in COMPILE_MODES if variant.endswith("_" + mode)), None)
         run["results"] += run_variant(variant.removesuffix("_" + compiled) if compiled else variant, weights, loras,
                                       args, positive, negative, references, compiled=compiled)[0]
         (args.out / name).write_text(json.dumps(run, indent=1))
