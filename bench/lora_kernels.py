@@ -25,7 +25,7 @@ from devtools.numerics import relative_error  # noqa: E402
 from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise, fp8_rows_matmul  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank import LowRank  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank  # noqa: E402
-from sd35_fp8.quant.kernels.low_rank_columns import fp8_rows_matmul_rank_columns, rank_columns  # noqa: E402
+from sd35_fp8.quant.kernels.low_rank_columns import rank_columns  # noqa: E402
 from sd35_fp8.quant.kernels.triton_kernels import (fp8_rows_columns_triton, fp8_rows_down_triton,  # noqa: E402
                                                    quantize_rows_triton)
 from sd35_fp8.quant.kernels.triton_low_rank_gemm import (fp8_gemm_low_rank_tma_triton,  # noqa: E402
@@ -79,13 +79,14 @@ def main():
         columns = rank_columns(side.up, side.down, scale)
         x_ext = torch.empty((m, k + columns.up_fp8.shape[1]), device="cuda", dtype=x_fp8.dtype)
         x_ext[:, :k] = x_fp8
-        fp8_rows_columns_triton(x_ext, k, side.down, columns.spread)
+        joined = fp8_rows_columns_triton(x_ext, k, side.down, columns.spread, weight_fp8, columns.up_fp8)
         gpu = {"cublas_fp8_gemm": lambda: fp8_rows_matmul(x_fp8, x_scale, weight_fp8, scale, bias, torch.bfloat16),
                "down_projection": lambda: x @ side.down.t(),
                "down_from_fp8_rows": lambda: fp8_rows_down_triton(x_fp8, x_scale, side.down),
-               "lora_columns_into_rows": lambda: fp8_rows_columns_triton(x_ext, k, side.down, columns.spread),
-               "cublas_fp8_gemm_with_lora_columns": lambda: fp8_rows_matmul_rank_columns(
-                   x_ext, x_scale, weight_fp8, scale, bias, torch.bfloat16, columns),
+               "lora_columns_into_rows_and_join": lambda: fp8_rows_columns_triton(
+                   x_ext, k, side.down, columns.spread, weight_fp8, columns.up_fp8),
+               "cublas_fp8_gemm_with_lora_columns_joined": lambda: fp8_rows_matmul(
+                   x_ext, x_scale, joined, scale, bias, torch.bfloat16),
                "addmm_up": lambda: out.addmm_(low, side.up.t()),
                "triton_plain_loads": lambda: fp8_gemm_low_rank_triton(x_fp8, x_scale, weight_fp8, w_scale, bias,
                                                                        low, side.up),

@@ -10,7 +10,7 @@ from .fp8_linear import (dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, 
 from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
 from .low_rank_gemm import (fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, fp8_rows_matmul_low_rank,
                             pays_in_epilogue)
-from .low_rank_columns import adds_after_gemm, fp8_rows_matmul_rank_columns
+from .low_rank_columns import adds_after_gemm
 from .low_rank_rows import fp8_rows_down_op
 from .norm_quantize import (layer_norm_modulate_quantize_rows, layer_norm_modulate_quantize_rows_columns_op,
                             layer_norm_modulate_quantize_rows_op)
@@ -126,10 +126,9 @@ def norm_rows_linear_for(compute_path: ComputePath):
     def norm_rows_linear(x, shift, scale, eps, weight_fp8, weight_scale, bias, low_rank=None):
         after = low_rank is not None and adds_after_gemm(x.shape[0] * x.shape[1], x.shape[2])
         if low_rank is not None and low_rank.columns is not None and not after:
-            x_ext, x_scale = norm_with_columns(x, shift, scale, eps, low_rank.factors_in(x.dtype)[1],
-                                               low_rank.columns.spread)
-            return fp8_rows_matmul_rank_columns(x_ext, x_scale, weight_fp8, weight_scale, bias, x.dtype,
-                                                low_rank.columns)
+            x_ext, x_scale, joined = norm_with_columns(x, shift, scale, eps, low_rank.factors_in(x.dtype)[1],
+                                                       low_rank.columns.spread, weight_fp8, low_rank.columns.up_fp8)
+            return fp8_rows_matmul(x_ext, x_scale, joined, weight_scale, bias, x.dtype)
         x_fp8, x_scale = (norm if x.is_cuda else layer_norm_modulate_quantize_rows)(x, shift, scale, eps)
         if low_rank is None:
             return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, x.dtype)

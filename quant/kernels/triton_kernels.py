@@ -424,41 +424,81 @@ def fp8_rows_down_triton(x_fp8: torch.Tensor, x_scale: torch.Tensor, down: torch
 
 
 @triton.jit
-def _fp8_rows_columns_kernel(rows_ptr, down_ptr, spread_ptr, n_rows, n_cols, rank, columns, row_stride,
+def _fp8_rows_columns_kernel(rows_ptr, down_ptr, spread_ptr, weight_ptr, up_ptr, joined_ptr, n_rows, n_cols, rank,
+                             columns, row_stride, out_features, weight_row_stride, row_programs,
                              FP8_MAX: tl.constexpr, RANK: tl.constexpr, COLUMNS: tl.constexpr,
-                             COLUMN_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    # BLOCK_M rows per program, their first n_cols FP8 values read once and projected by the LoRA's down
-    # factor (rank, cols), whose sums are a = low / x_scale; then spread over the LoRA's columns, written
-    # after those values in the same rows.
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows_inside = rows < n_rows
-    ranks = tl.arange(0, RANK)
-    ranks_inside = ranks < rank
-    acc = _fp8_rows_down_sums(rows_ptr, down_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, row_stride,
-                              BLOCK_M, RANK, BLOCK_K)
-    # Each column is one rank's sum times one factor (spread has one entry per column): TF32's rounding
-    # (2^-11) is far below the FP8 rounding that follows. In blocks of columns: the whole (BLOCK_M, COLUMNS)
-    # tile of a stacked LoRA's hundreds of columns spilled registers (146 us a call on an H200).
-    for start in tl.static_range(0, COLUMNS, COLUMN_BLOCK):
-        outs = start + tl.arange(0, COLUMN_BLOCK)
-        outs_inside = outs < columns
-        spread = tl.load(spread_ptr + ranks[:, None] * columns + outs[None, :],
-                         mask=ranks_inside[:, None] & outs_inside[None, :], other=0.0)
-        lq = tl.clamp(tl.dot(acc, spread, input_precision="tf32"), -FP8_MAX, FP8_MAX)
-        tl.store(rows_ptr + rows[:, None] * row_stride + n_cols + outs[None, :], lq.to(rows_ptr.dtype.element_ty),
-                 mask=rows_inside[:, None] & outs_inside[None, :])
+                             COLUMN_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                             JOIN_ROWS: tl.constexpr, JOIN_BLOCK: tl.constexpr):
+    # The first row_programs programs: BLOCK_M rows each, their first n_cols FP8 values read once and projected
+    # by the LoRA's down factor (rank, cols), whose sums are a = low / x_scale; then spread over the LoRA's
+    # columns, written after those values in the same rows. The others: JOIN_ROWS rows each of the weight
+    # joined with the LoRA's up columns, the GEMM's other operand.
+    program = tl.program_id(0)
+    if program < row_programs:
+        rows = program.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+        rows_inside = rows < n_rows
+        ranks = tl.arange(0, RANK)
+        ranks_inside = ranks < rank
+        acc = _fp8_rows_down_sums(rows_ptr, down_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, row_stride,
+                                  BLOCK_M, RANK, BLOCK_K)
+        # Each column is one rank's sum times one factor (spread has one entry per column): TF32's rounding
+        # (2^-11) is far below the FP8 rounding that follows. In blocks of columns: the whole (BLOCK_M, COLUMNS)
+        # tile of a stacked LoRA's hundreds of columns spilled registers (146 us a call on an H200).
+        for start in tl.static_range(0, COLUMNS, COLUMN_BLOCK):
+            outs = start + tl.arange(0, COLUMN_BLOCK)
+            outs_inside = outs < columns
+            spread = tl.load(spread_ptr + ranks[:, None] * columns + outs[None, :],
+                             mask=ranks_inside[:, None] & outs_inside[None, :], other=0.0)
+            lq = tl.clamp(tl.dot(acc, spread, input_precision="tf32"), -FP8_MAX, FP8_MAX)
+            tl.store(rows_ptr + rows[:, None] * row_stride + n_cols + outs[None, :],
+                     lq.to(rows_ptr.dtype.element_ty), mask=rows_inside[:, None] & outs_inside[None, :])
+    else:
+        _join_weight_rows(weight_ptr, up_ptr, joined_ptr, (program - row_programs).to(tl.int64) * JOIN_ROWS,
+                          out_features, n_cols, columns, weight_row_stride, JOIN_ROWS, JOIN_BLOCK)
+
+
+@triton.jit
+def _join_weight_rows(weight_ptr, up_ptr, joined_ptr, first_row, out_features, n_cols, columns, weight_row_stride,
+                      JOIN_ROWS: tl.constexpr, JOIN_BLOCK: tl.constexpr):
+    # JOIN_ROWS rows of the weight (n_cols bytes each) and of the up columns (columns bytes each), written side
+    # by side as rows of the joined weight: what torch.cat writes, without an op of its own
+    rows = first_row + tl.arange(0, JOIN_ROWS)
+    rows_inside = rows < out_features
+    width = n_cols + columns
+    for start in range(0, width, JOIN_BLOCK):
+        cols = start + tl.arange(0, JOIN_BLOCK)
+        in_weight = cols < n_cols
+        in_up = (cols >= n_cols) & (cols < width)
+        weight = tl.load(weight_ptr + rows[:, None] * weight_row_stride + cols[None, :],
+                         mask=rows_inside[:, None] & in_weight[None, :], other=0)
+        up = tl.load(up_ptr + rows[:, None] * columns + (cols - n_cols)[None, :],
+                     mask=rows_inside[:, None] & in_up[None, :], other=0)
+        tl.store(joined_ptr + rows[:, None] * width + cols[None, :], tl.where(in_weight[None, :], weight, up),
+                 mask=rows_inside[:, None] & (cols < width)[None, :])
 
 
 def fp8_rows_columns_triton(x_ext: torch.Tensor, cols: int, down: torch.Tensor, spread: torch.Tensor,
-                            wrap=launch_directly):
+                            weight_fp8: torch.Tensor, up_fp8: torch.Tensor, wrap=launch_directly):
     """Writes a LoRA's FP8 columns (low_rank_columns.py) into x_ext (rows, cols + columns), in place, after
-    the FP8 rows in its first cols values, as low_rank_rows.fp8_rows_columns computes them; CUDA tensors,
-    rows of x_ext contiguous; down (rank, cols) in fp16 or bf16, spread (rank, columns) fp32. One read of
-    the rows. wrap: the kernel's launcher (torch.library.wrap_triton inside a triton_op)."""
+    the FP8 rows in its first cols values, as low_rank_rows.fp8_rows_columns computes them; and returns the
+    layer's FP8 weight (out, cols) joined with the LoRA's up columns up_fp8 (out, columns), the GEMM's other
+    operand (the torch.cat of low_rank_columns.fp8_rows_matmul_rank_columns), in the same launch. CUDA
+    tensors, rows of x_ext, weight_fp8 and up_fp8 contiguous; down (rank, cols) in fp16 or bf16, spread
+    (rank, columns) fp32. One read of the rows. wrap: the kernel's launcher (torch.library.wrap_triton
+    inside a triton_op)."""
     rows = x_ext.shape[0]
     rank, columns = spread.shape
+    out_features = weight_fp8.shape[0]
+    if weight_fp8.stride(1) != 1:
+        weight_fp8 = weight_fp8.contiguous()
+    joined = torch.empty((out_features, cols + columns), device=weight_fp8.device, dtype=weight_fp8.dtype)
     block_m, padded_columns = 32, max(16, triton.next_power_of_2(columns))
-    wrap(_fp8_rows_columns_kernel)[(triton.cdiv(rows, block_m),)](
-        x_ext, down.contiguous(), spread.contiguous(), rows, cols, rank, columns, x_ext.stride(0),
-        FP8_MAX=FP8_MAX, RANK=max(16, triton.next_power_of_2(rank)), COLUMNS=padded_columns,
-        COLUMN_BLOCK=min(padded_columns, 64), BLOCK_M=block_m, BLOCK_K=128, num_warps=4)
+    row_programs, join_rows = triton.cdiv(rows, block_m), 8
+    # the weight's bytes as bytes: the join copies them and computes nothing
+    wrap(_fp8_rows_columns_kernel)[(row_programs + triton.cdiv(out_features, join_rows),)](
+        x_ext, down.contiguous(), spread.contiguous(), weight_fp8.view(torch.uint8), up_fp8.view(torch.uint8),
+        joined.view(torch.uint8), rows, cols, rank, columns, x_ext.stride(0), out_features, weight_fp8.stride(0),
+        row_programs, FP8_MAX=FP8_MAX, RANK=max(16, triton.next_power_of_2(rank)), COLUMNS=padded_columns,
+        COLUMN_BLOCK=min(padded_columns, 64), BLOCK_M=block_m, BLOCK_K=128, JOIN_ROWS=join_rows, JOIN_BLOCK=512,
+        num_warps=4)
+    return joined
