@@ -5,8 +5,10 @@ each with its error against the patched layer in fp64 (wall times of the eager c
 included); and GPU times alone (CUDA graph replay) of the parts: cuBLAS's FP8 GEMM as the layers
 call it (fast accumulation, quant/kernels/fp8_linear.py), the LoRA's down projection from the bf16
 input and from the FP8 rows (quant/kernels/low_rank_rows.py, the one-pass blocks' path) and its
-addmm_, the Triton GEMMs with the LoRA in the epilogue (TMA loads and plain loads), and the LoRA as extra
-FP8 columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py: the columns written after the rows, then the GEMM).
+addmm_, the Triton GEMMs with the LoRA in the epilogue (TMA loads and plain loads), the LoRA as extra
+FP8 columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py: the columns written after the rows, then the GEMM),
+and for the layers after a block's norm (qkv, fc1) that norm alone and with the down projection in its launch
+(quant/kernels/norm_quantize.py).
 
   python bench/lora_kernels.py --out bench/results/kernels_lora.json
 """
@@ -27,7 +29,8 @@ from sd35_fp8.quant.kernels.low_rank import LowRank  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank_columns import rank_columns  # noqa: E402
 from sd35_fp8.quant.kernels.triton_kernels import (fp8_rows_columns_triton, fp8_rows_down_triton,  # noqa: E402
-                                                   quantize_rows_triton)
+                                                   layer_norm_modulate_quantize_rows_down_triton,
+                                                   layer_norm_modulate_quantize_rows_triton, quantize_rows_triton)
 from sd35_fp8.quant.kernels.triton_low_rank_gemm import (fp8_gemm_low_rank_tma_triton,  # noqa: E402
                                                          fp8_gemm_low_rank_triton)
 from sd35_fp8.quant.scales import quantize_weight  # noqa: E402
@@ -92,6 +95,11 @@ def main():
                                                                        low, side.up),
                "triton_tma": lambda: fp8_gemm_low_rank_tma_triton(x_fp8, x_scale, weight_fp8, w_scale, bias, low,
                                                                   side.up)}
+        if k in (2432, 1536):  # the inputs of a block's norm: qkv, fc1
+            x3, (shift, shift_scale) = x.view(2, m // 2, k), torch.randn(2, 2 * k, device="cuda").bfloat16().chunk(2, 1)
+            gpu["norm_quantize"] = lambda: layer_norm_modulate_quantize_rows_triton(x3, shift, shift_scale, 1e-6)
+            gpu["norm_quantize_with_down"] = lambda: layer_norm_modulate_quantize_rows_down_triton(
+                x3, shift, shift_scale, 1e-6, side.down)
         row = {"shape": name, "M": m, "K": k, "N": n, "rank": args.rank,
                "fp8_linear_ms": median_ms(plain), "lora_added_after_ms": median_ms(added_after),
                "lora_in_epilogue_ms": median_ms(in_epilogue),

@@ -21,6 +21,9 @@ took 1.07 ms that way against 1.47 copying (76 calls; bench/results/lora_033_Dyn
 The same launch joins the weight with the LoRA's up columns, which torch.cat did in an op of its own: eager
 steps under DynamicVRAM are bound by the host, where every op of a LoRA'd layer costs some 20-30 us
 (bench/results/launch_cost.json).
+For a layer that adds its LoRA after the GEMM (few rows: the context stream), the op
+`sd35_fp8::layer_norm_modulate_quantize_rows_down` computes the LoRA's down projection of each row in the norm's
+own launch, where the down kernel of low_rank_rows.py launched once more to read the rows back.
 """
 from functools import cache
 from typing import Tuple
@@ -34,6 +37,7 @@ from .opaque_op import OpaqueToCompile, launch_directly
 
 _OP_NAME = "sd35_fp8::layer_norm_modulate_quantize_rows"
 _COLUMNS_OP_NAME = "sd35_fp8::layer_norm_modulate_quantize_rows_columns"
+_DOWN_OP_NAME = "sd35_fp8::layer_norm_modulate_quantize_rows_down"
 
 
 def layer_norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
@@ -102,3 +106,27 @@ def layer_norm_modulate_quantize_rows_columns_op():
     a LoRA's columns, scales, the weight joined with the up columns) for CUDA tensors, registered on the first
     call; take it outside compiled code, which then calls it."""
     return OpaqueToCompile(_COLUMNS_OP_NAME, _columns_impl, _columns_shape, traceable=_columns_traceable)
+
+
+def _down_impl(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+               down: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from .triton_kernels import layer_norm_modulate_quantize_rows_down_triton
+    return layer_norm_modulate_quantize_rows_down_triton(x, shift, scale, eps, down)
+
+
+def _down_traceable(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+                    down: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from .triton_kernels import layer_norm_modulate_quantize_rows_down_triton
+    return layer_norm_modulate_quantize_rows_down_triton(x, shift, scale, eps, down, wrap=torch.library.wrap_triton)
+
+
+def _down_shape(x, shift, scale, eps, down):
+    return (*_shape(x, shift, scale, eps), down.new_empty((x.shape[0] * x.shape[1], down.shape[0])))
+
+
+@cache
+def layer_norm_modulate_quantize_rows_down_op():
+    """The op (x, shift, scale, eps, down) -> (fp8 values, scales, the LoRA's down projection of those rows
+    (rows, rank) in down's dtype) for CUDA tensors, registered on the first call; take it outside compiled
+    code, which then calls it."""
+    return OpaqueToCompile(_DOWN_OP_NAME, _down_impl, _down_shape, traceable=_down_traceable)

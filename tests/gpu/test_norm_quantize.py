@@ -70,6 +70,28 @@ def test_rows_with_a_loras_columns_match_the_norm_and_the_reference(channels):
     torch.library.opcheck(op.op, (x, shift, scale, 1e-6, down, spread, weight_fp8, columns.up_fp8), test_utils=checks)
 
 
+@pytest.mark.parametrize("channels", [2432, 1536])  # Large, Medium
+def test_rows_with_a_loras_down_projection_match_the_norm_and_the_projection(channels):
+    """The op for the context stream's few rows (2 x 154 tokens): the norm's rows and scales, and the LoRA's down
+    projection of those rows in the same launch, as the down kernel computes it from them."""
+    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_down
+    from sd35_fp8.quant.kernels.norm_quantize import layer_norm_modulate_quantize_rows_down_op
+    from sd35_fp8.quant.kernels.triton_kernels import layer_norm_modulate_quantize_rows_triton
+    x = (torch.randn(2, 154, channels, device="cuda") * 4 + torch.randn(2, 154, 1, device="cuda") * 10).bfloat16()
+    shift, scale = (torch.randn(2, 6 * channels, device="cuda") * 0.5).bfloat16().chunk(6, dim=1)[:2]
+    op = layer_norm_modulate_quantize_rows_down_op()
+    for rank in (16, 6):
+        down = (torch.randn(rank, channels, device="cuda") * 0.03).bfloat16()
+        x_fp8, x_scale, low = op(x, shift, scale, 1e-6, down)
+        rows, rows_scale = layer_norm_modulate_quantize_rows_triton(x, shift, scale, 1e-6)
+        assert torch.equal(x_fp8.view(torch.uint8), rows.view(torch.uint8)) and torch.equal(x_scale, rows_scale)
+        assert low.shape == (2 * 154, rank) and low.dtype == torch.bfloat16
+        # the same fp32 sums up to their order: bf16 output rounding apart
+        assert relative_error(low, fp8_rows_down(rows, rows_scale, down)) <= 2 ** -8
+        checks = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+        torch.library.opcheck(op.op, (x, shift, scale, 1e-6, down), test_utils=checks)
+
+
 def sample_one_step(model, warm_up=False, kernel=KERNEL):
     """One euler step of ComfyUI's own sampling with CFG (64 image tokens), and how often `kernel` ran
     in it; warm_up: after a first, uncounted run (which compiles)."""
