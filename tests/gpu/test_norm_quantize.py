@@ -84,10 +84,13 @@ def test_rows_with_a_loras_down_projection_match_the_norm_and_the_projection(cha
         down = (torch.randn(rank, channels, device="cuda") * 0.03).bfloat16()
         x_fp8, x_scale, low = op(x, shift, scale, 1e-6, down)
         rows, rows_scale = layer_norm_modulate_quantize_rows_triton(x, shift, scale, 1e-6)
-        assert torch.equal(x_fp8.view(torch.uint8), rows.view(torch.uint8)) and torch.equal(x_scale, rows_scale)
+        # the norm alone runs in fewer warps, which sum in another order: scales a few ulps apart, values on a
+        # rounding boundary one FP8 step apart
+        torch.testing.assert_close(x_scale, rows_scale, rtol=1e-5, atol=0)
+        assert fp8_steps_apart(x_fp8, rows).max() <= 1 and (fp8_steps_apart(x_fp8, rows) > 0).float().mean() <= 1e-3
         assert low.shape == (2 * 154, rank) and low.dtype == torch.bfloat16
-        # the same fp32 sums up to their order: bf16 output rounding apart
-        assert relative_error(low, fp8_rows_down(rows, rows_scale, down)) <= 2 ** -8
+        # from the op's own rows: the same fp32 sums up to their order, bf16 output rounding apart
+        assert relative_error(low, fp8_rows_down(x_fp8, x_scale, down)) <= 2 ** -8
         checks = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
         torch.library.opcheck(op.op, (x, shift, scale, 1e-6, down), test_utils=checks)
 
