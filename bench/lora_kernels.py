@@ -5,8 +5,10 @@ each with its error against the patched layer in fp64 (wall times of the eager c
 included); and GPU times alone (CUDA graph replay) of the parts: cuBLAS's FP8 GEMM as the layers
 call it (fast accumulation, quant/kernels/fp8_linear.py), the LoRA's down projection from the bf16
 input and from the FP8 rows (quant/kernels/low_rank_rows.py, the one-pass blocks' path) and its
-addmm_, the Triton GEMMs with the LoRA in the epilogue (TMA loads and plain loads), and the LoRA as extra
-FP8 columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py: the columns written after the rows, then the GEMM).
+addmm_, the Triton GEMMs with the LoRA in the epilogue (TMA loads and plain loads), the LoRA as extra
+FP8 columns of cuBLAS's GEMM (quant/kernels/low_rank_columns.py: the columns written after the rows, then the GEMM),
+and for the layers after a block's norm (qkv, fc1) that norm alone and with the down projection in its launch
+(quant/kernels/norm_quantize.py).
 
   python bench/lora_kernels.py --out bench/results/kernels_lora.json
 """
@@ -25,9 +27,10 @@ from devtools.numerics import relative_error  # noqa: E402
 from sd35_fp8.quant.kernels.fp8_linear import fp8_linear_rowwise, fp8_rows_matmul  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank import LowRank  # noqa: E402
 from sd35_fp8.quant.kernels.low_rank_gemm import fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank  # noqa: E402
-from sd35_fp8.quant.kernels.low_rank_columns import fp8_rows_matmul_rank_columns, rank_columns  # noqa: E402
+from sd35_fp8.quant.kernels.low_rank_columns import rank_columns  # noqa: E402
 from sd35_fp8.quant.kernels.triton_kernels import (fp8_rows_columns_triton, fp8_rows_down_triton,  # noqa: E402
-                                                   quantize_rows_triton)
+                                                   layer_norm_modulate_quantize_rows_down_triton,
+                                                   layer_norm_modulate_quantize_rows_triton, quantize_rows_triton)
 from sd35_fp8.quant.kernels.triton_low_rank_gemm import (fp8_gemm_low_rank_tma_triton,  # noqa: E402
                                                          fp8_gemm_low_rank_triton)
 from sd35_fp8.quant.scales import quantize_weight  # noqa: E402
@@ -79,18 +82,24 @@ def main():
         columns = rank_columns(side.up, side.down, scale)
         x_ext = torch.empty((m, k + columns.up_fp8.shape[1]), device="cuda", dtype=x_fp8.dtype)
         x_ext[:, :k] = x_fp8
-        fp8_rows_columns_triton(x_ext, k, side.down, columns.spread)
+        joined = fp8_rows_columns_triton(x_ext, k, side.down, columns.spread, weight_fp8, columns.up_fp8)
         gpu = {"cublas_fp8_gemm": lambda: fp8_rows_matmul(x_fp8, x_scale, weight_fp8, scale, bias, torch.bfloat16),
                "down_projection": lambda: x @ side.down.t(),
                "down_from_fp8_rows": lambda: fp8_rows_down_triton(x_fp8, x_scale, side.down),
-               "lora_columns_into_rows": lambda: fp8_rows_columns_triton(x_ext, k, side.down, columns.spread),
-               "cublas_fp8_gemm_with_lora_columns": lambda: fp8_rows_matmul_rank_columns(
-                   x_ext, x_scale, weight_fp8, scale, bias, torch.bfloat16, columns),
+               "lora_columns_into_rows_and_join": lambda: fp8_rows_columns_triton(
+                   x_ext, k, side.down, columns.spread, weight_fp8, columns.up_fp8),
+               "cublas_fp8_gemm_with_lora_columns_joined": lambda: fp8_rows_matmul(
+                   x_ext, x_scale, joined, scale, bias, torch.bfloat16),
                "addmm_up": lambda: out.addmm_(low, side.up.t()),
                "triton_plain_loads": lambda: fp8_gemm_low_rank_triton(x_fp8, x_scale, weight_fp8, w_scale, bias,
                                                                        low, side.up),
                "triton_tma": lambda: fp8_gemm_low_rank_tma_triton(x_fp8, x_scale, weight_fp8, w_scale, bias, low,
                                                                   side.up)}
+        if k in (2432, 1536):  # the inputs of a block's norm: qkv, fc1
+            x3, (shift, shift_scale) = x.view(2, m // 2, k), torch.randn(2, 2 * k, device="cuda").bfloat16().chunk(2, 1)
+            gpu["norm_quantize"] = lambda: layer_norm_modulate_quantize_rows_triton(x3, shift, shift_scale, 1e-6)
+            gpu["norm_quantize_with_down"] = lambda: layer_norm_modulate_quantize_rows_down_triton(
+                x3, shift, shift_scale, 1e-6, side.down)
         row = {"shape": name, "M": m, "K": k, "N": n, "rank": args.rank,
                "fp8_linear_ms": median_ms(plain), "lora_added_after_ms": median_ms(added_after),
                "lora_in_epilogue_ms": median_ms(in_epilogue),

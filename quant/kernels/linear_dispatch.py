@@ -10,10 +10,10 @@ from .fp8_linear import (dequantize, fp8_linear_rowwise, fp8_linear_tensorwise, 
 from .gelu_quantize import GELU_TANH, gelu_quantize_rows, gelu_quantize_rows_op, gelu_tanh
 from .low_rank_gemm import (fp8_gemm_low_rank_op, fp8_linear_rowwise_low_rank, fp8_rows_matmul_low_rank,
                             pays_in_epilogue)
-from .low_rank_columns import adds_after_gemm, fp8_rows_matmul_rank_columns
+from .low_rank_columns import adds_after_gemm
 from .low_rank_rows import fp8_rows_down_op
 from .norm_quantize import (layer_norm_modulate_quantize_rows, layer_norm_modulate_quantize_rows_columns_op,
-                            layer_norm_modulate_quantize_rows_op)
+                            layer_norm_modulate_quantize_rows_down_op, layer_norm_modulate_quantize_rows_op)
 from .row_quantize import activation_rows_quantizer
 from .small_m_linear import small_m_linear_op, use_small_m_kernel
 
@@ -116,20 +116,25 @@ def norm_rows_linear_for(compute_path: ComputePath):
     in tests, take the reference norm): (x (batch, tokens, in), shift and scale (batch, in), eps, fp8
     weight, scale, bias, low_rank=None) -> output (rows, out) in x's dtype. low_rank as for linear_for,
     taken from the FP8 rows: as extra columns of the GEMM that the norm leaves room for, or its down
-    projection of them (low_rank_rows.py) in the epilogue GEMM or added after."""
+    projection of them (low_rank_rows.py) in the epilogue GEMM or added after, that one made in the norm's
+    launch where the rows are few."""
     if not compute_path.fp8_rows_kernels:
         raise ValueError(f"FP8 rows need the row-wise FP8 path with Triton kernels, not {compute_path}")
     norm, norm_with_columns = layer_norm_modulate_quantize_rows_op(), layer_norm_modulate_quantize_rows_columns_op()
+    norm_with_down = layer_norm_modulate_quantize_rows_down_op()
     down_projection = fp8_rows_down_op()
     in_gemm = partial(fp8_rows_matmul_low_rank, gemm=fp8_gemm_low_rank_op())
 
     def norm_rows_linear(x, shift, scale, eps, weight_fp8, weight_scale, bias, low_rank=None):
         after = low_rank is not None and adds_after_gemm(x.shape[0] * x.shape[1], x.shape[2])
         if low_rank is not None and low_rank.columns is not None and not after:
-            x_ext, x_scale = norm_with_columns(x, shift, scale, eps, low_rank.factors_in(x.dtype)[1],
-                                               low_rank.columns.spread)
-            return fp8_rows_matmul_rank_columns(x_ext, x_scale, weight_fp8, weight_scale, bias, x.dtype,
-                                                low_rank.columns)
+            x_ext, x_scale, joined = norm_with_columns(x, shift, scale, eps, low_rank.factors_in(x.dtype)[1],
+                                                       low_rank.columns.spread, weight_fp8, low_rank.columns.up_fp8)
+            return fp8_rows_matmul(x_ext, x_scale, joined, weight_scale, bias, x.dtype)
+        if after and x.is_cuda:
+            up, down = low_rank.factors_in(x.dtype)
+            x_fp8, x_scale, low = norm_with_down(x, shift, scale, eps, down)
+            return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, x.dtype).addmm_(low, up.t())
         x_fp8, x_scale = (norm if x.is_cuda else layer_norm_modulate_quantize_rows)(x, shift, scale, eps)
         if low_rank is None:
             return fp8_rows_matmul(x_fp8, x_scale, weight_fp8, weight_scale, bias, x.dtype)

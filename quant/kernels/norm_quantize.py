@@ -18,6 +18,12 @@ For a layer whose LoRA rides as extra FP8 columns of its GEMM (low_rank_columns.
 there from the rows (the column kernel of low_rank_rows.py): a buffer of the extended rows, where the column
 kernel used to copy the rows into a new one. In a profiled eager SD3.5 Large step on an H200 the column kernel
 took 1.07 ms that way against 1.47 copying (76 calls; bench/results/lora_033_DynamicVRAM_profiled25*.json).
+The same launch joins the weight with the LoRA's up columns, which torch.cat did in an op of its own: eager
+steps under DynamicVRAM are bound by the host, where every op of a LoRA'd layer costs some 20-30 us
+(bench/results/launch_cost.json).
+For a layer that adds its LoRA after the GEMM (few rows: the context stream), the op
+`sd35_fp8::layer_norm_modulate_quantize_rows_down` computes the LoRA's down projection of each row in the norm's
+own launch, where the down kernel of low_rank_rows.py launched once more to read the rows back.
 """
 from functools import cache
 from typing import Tuple
@@ -31,6 +37,7 @@ from .opaque_op import OpaqueToCompile, launch_directly
 
 _OP_NAME = "sd35_fp8::layer_norm_modulate_quantize_rows"
 _COLUMNS_OP_NAME = "sd35_fp8::layer_norm_modulate_quantize_rows_columns"
+_DOWN_OP_NAME = "sd35_fp8::layer_norm_modulate_quantize_rows_down"
 
 
 def layer_norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
@@ -68,30 +75,58 @@ def layer_norm_modulate_quantize_rows_op():
 
 
 def _columns_impl(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, down: torch.Tensor,
-                  spread: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    return _norm_with_columns(x, shift, scale, eps, down, spread, launch_directly)
+                  spread: torch.Tensor, weight_fp8: torch.Tensor,
+                  up_fp8: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _norm_with_columns(x, shift, scale, eps, down, spread, weight_fp8, up_fp8, launch_directly)
 
 
 def _columns_traceable(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, down: torch.Tensor,
-                       spread: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    return _norm_with_columns(x, shift, scale, eps, down, spread, torch.library.wrap_triton)
+                       spread: torch.Tensor, weight_fp8: torch.Tensor,
+                       up_fp8: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _norm_with_columns(x, shift, scale, eps, down, spread, weight_fp8, up_fp8, torch.library.wrap_triton)
 
 
-def _norm_with_columns(x, shift, scale, eps, down, spread, wrap):
+def _norm_with_columns(x, shift, scale, eps, down, spread, weight_fp8, up_fp8, wrap):
     from .triton_kernels import fp8_rows_columns_triton, layer_norm_modulate_quantize_rows_triton
     x_ext, x_scale = layer_norm_modulate_quantize_rows_triton(x, shift, scale, eps, columns=spread.shape[1], wrap=wrap)
-    fp8_rows_columns_triton(x_ext, x.shape[2], down, spread, wrap=wrap)
-    return x_ext, x_scale
+    joined = fp8_rows_columns_triton(x_ext, x.shape[2], down, spread, weight_fp8, up_fp8, wrap=wrap)
+    return x_ext, x_scale, joined
 
 
-def _columns_shape(x, shift, scale, eps, down, spread):
+def _columns_shape(x, shift, scale, eps, down, spread, weight_fp8, up_fp8):
     rows = x.shape[0] * x.shape[1]
     return (x.new_empty((rows, x.shape[2] + spread.shape[1]), dtype=FP8_DTYPE),
-            x.new_empty((rows, 1), dtype=torch.float32))
+            x.new_empty((rows, 1), dtype=torch.float32),
+            weight_fp8.new_empty((weight_fp8.shape[0], weight_fp8.shape[1] + spread.shape[1])))
 
 
 @cache
 def layer_norm_modulate_quantize_rows_columns_op():
-    """The op (x, shift, scale, eps, down, spread) -> (fp8 rows extended by a LoRA's columns, scales) for CUDA
-    tensors, registered on the first call; take it outside compiled code, which then calls it."""
+    """The op (x, shift, scale, eps, down, spread, fp8 weight, the LoRA's FP8 up columns) -> (fp8 rows extended by
+    a LoRA's columns, scales, the weight joined with the up columns) for CUDA tensors, registered on the first
+    call; take it outside compiled code, which then calls it."""
     return OpaqueToCompile(_COLUMNS_OP_NAME, _columns_impl, _columns_shape, traceable=_columns_traceable)
+
+
+def _down_impl(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+               down: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from .triton_kernels import layer_norm_modulate_quantize_rows_down_triton
+    return layer_norm_modulate_quantize_rows_down_triton(x, shift, scale, eps, down)
+
+
+def _down_traceable(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+                    down: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from .triton_kernels import layer_norm_modulate_quantize_rows_down_triton
+    return layer_norm_modulate_quantize_rows_down_triton(x, shift, scale, eps, down, wrap=torch.library.wrap_triton)
+
+
+def _down_shape(x, shift, scale, eps, down):
+    return (*_shape(x, shift, scale, eps), down.new_empty((x.shape[0] * x.shape[1], down.shape[0])))
+
+
+@cache
+def layer_norm_modulate_quantize_rows_down_op():
+    """The op (x, shift, scale, eps, down) -> (fp8 values, scales, the LoRA's down projection of those rows
+    (rows, rank) in down's dtype) for CUDA tensors, registered on the first call; take it outside compiled
+    code, which then calls it."""
+    return OpaqueToCompile(_DOWN_OP_NAME, _down_impl, _down_shape, traceable=_down_traceable)

@@ -234,10 +234,57 @@ def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_p
                                               x_row_stride, out_row_stride, shift_row_stride, scale_row_stride,
                                               EPS: tl.constexpr, FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr,
                                               ROWS: tl.constexpr, HEAD: tl.constexpr, TAIL: tl.constexpr):
-    # ROWS tokens of one sample per program, held in registers as a power-of-two head and a masked
+    # ROWS tokens of one sample per program
+    _norm_modulate_quantize(x_ptr, shift_ptr, scale_ptr, out_ptr, out_scale_ptr, n_cols, tokens, x_row_stride,
+                            out_row_stride, shift_row_stride, scale_row_stride, EPS, FP8_MAX, MIN_SCALE, ROWS, HEAD,
+                            TAIL)
+
+
+@triton.jit
+def _layer_norm_modulate_quantize_rows_down_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, out_scale_ptr, down_ptr,
+                                                   low_ptr, n_cols, tokens, rank, x_row_stride, out_row_stride,
+                                                   shift_row_stride, scale_row_stride, EPS: tl.constexpr,
+                                                   FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr,
+                                                   HEAD: tl.constexpr, TAIL: tl.constexpr, RANK_BLOCK: tl.constexpr):
+    # One token per program, normalized, modulated and quantized as above; then the LoRA's down projection
+    # (rank, cols) of its FP8 row, held in registers, RANK_BLOCK ranks at a time: a row's sums against the
+    # down factor, which stays in L2, instead of a kernel of its own that reads the rows back.
+    q, q_tail, row_scale = _norm_modulate_quantize(x_ptr, shift_ptr, scale_ptr, out_ptr, out_scale_ptr, n_cols,
+                                                   tokens, x_row_stride, out_row_stride, shift_row_stride,
+                                                   scale_row_stride, EPS, FP8_MAX, MIN_SCALE, 1, HEAD, TAIL)
+    row = tl.program_id(0).to(tl.int64)
+    head = tl.arange(0, HEAD)
+    head_inside = head < n_cols
+    # the FP8 values as the GEMM sees them; fp8 -> fp32 is exact
+    q = q.to(tl.float32)
+    row_scale = tl.max(row_scale, axis=0)
+    if TAIL > 0:
+        tail = HEAD + tl.arange(0, TAIL)
+        tail_inside = tail < n_cols
+        q_tail = q_tail.to(tl.float32)
+    for start in range(0, rank, RANK_BLOCK):
+        ranks = start + tl.arange(0, RANK_BLOCK)
+        ranks_inside = ranks < rank
+        down = tl.load(down_ptr + ranks[:, None] * n_cols + head[None, :],
+                       mask=ranks_inside[:, None] & head_inside[None, :], other=0.0).to(tl.float32)
+        sums = tl.sum(q * down, axis=1)
+        if TAIL > 0:
+            down_tail = tl.load(down_ptr + ranks[:, None] * n_cols + tail[None, :],
+                                mask=ranks_inside[:, None] & tail_inside[None, :], other=0.0).to(tl.float32)
+            sums += tl.sum(q_tail * down_tail, axis=1)
+        tl.store(low_ptr + row * rank + ranks, (sums * row_scale).to(low_ptr.dtype.element_ty), mask=ranks_inside)
+
+
+@triton.jit
+def _norm_modulate_quantize(x_ptr, shift_ptr, scale_ptr, out_ptr, out_scale_ptr, n_cols, tokens, x_row_stride,
+                            out_row_stride, shift_row_stride, scale_row_stride, EPS: tl.constexpr,
+                            FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr, ROWS: tl.constexpr, HEAD: tl.constexpr,
+                            TAIL: tl.constexpr):
+    # ROWS tokens of one sample (this program's), held in registers as a power-of-two head and a masked
     # power-of-two tail (TAIL 0: none): each row read once, written once as FP8. EPS is a constant:
     # launched from Inductor's code a float argument arrives as fp64, whose rsqrt Triton 3.6 fails
-    # to lower ("PassManager::run failed" in make_llir on an H200).
+    # to lower ("PassManager::run failed" in make_llir on an H200). Returns the FP8 values written (head,
+    # tail: the head again where there is none) and the rows' scales.
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     sample = (tl.program_id(0).to(tl.int64) * ROWS) // tokens
     head = tl.arange(0, HEAD)
@@ -270,13 +317,14 @@ def _layer_norm_modulate_quantize_rows_kernel(x_ptr, shift_ptr, scale_ptr, out_p
         absmax = tl.maximum(absmax, tl.max(tl.abs(y_tail), axis=1))
     row_scale = tl.maximum(absmax / FP8_MAX, MIN_SCALE)
     out_rows = out_ptr + rows[:, None] * out_row_stride
-    tl.store(out_rows + head[None, :], tl.clamp(y / row_scale[:, None], -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty),
-             mask=head_inside[None, :])
+    q = tl.clamp(y / row_scale[:, None], -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty)
+    tl.store(out_rows + head[None, :], q, mask=head_inside[None, :])
+    q_tail = q
     if TAIL > 0:
-        tl.store(out_rows + tail[None, :],
-                 tl.clamp(y_tail / row_scale[:, None], -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty),
-                 mask=tail_inside[None, :])
+        q_tail = tl.clamp(y_tail / row_scale[:, None], -FP8_MAX, FP8_MAX).to(out_ptr.dtype.element_ty)
+        tl.store(out_rows + tail[None, :], q_tail, mask=tail_inside[None, :])
     tl.store(out_scale_ptr + rows, row_scale)
+    return q, q_tail, row_scale
 
 
 # Elements of x one program of the quantization kernel holds, in 4 warps. On an H200, 2 x 4096 tokens
@@ -289,6 +337,11 @@ _ROW_TILE_ELEMENTS = 16384
 # 8 rows in 2 to 16 warps (bench/results/kernels_rows.json, bench/row_kernels.py): 2 warps fastest
 # at every row count at Large, and within 0.2 us at Medium.
 _NORM_TILE_ELEMENTS, _NORM_WARPS = 4096, 2
+# The norm with a LoRA's down projection: 4 ranks of the down factor at a time beside the row, in 4 warps
+# (64 fp32 registers a thread for those ranks at Large's 2048-column head). On an H100, Large's context stream
+# (308 rows, rank 16) 10.1 us against 3.9 for the norm alone and 5.8 for the down kernel after it; 8192 rows
+# 140 us, where each row's program reads the whole down factor: few rows only (bench/results/kernels_lora33_h100.json).
+_DOWN_RANK_BLOCK, _NORM_DOWN_WARPS = 4, 4
 
 
 def _rows_per_program(rows_in_all, cols, tile_elements=_ROW_TILE_ELEMENTS):
@@ -356,22 +409,45 @@ def layer_norm_modulate_quantize_rows_triton(x: torch.Tensor, shift: torch.Tenso
     (chunks of the adaLN output). One read of x, one write of the fp8 values. columns: room for that
     many more FP8 values after each row, left unwritten (a LoRA's columns, fp8_rows_columns_triton).
     wrap: the kernel's launcher (torch.library.wrap_triton inside a triton_op)."""
+    x, shift, scale, out, out_scale = _norm_operands(x, shift, scale, columns)
     batch, tokens, cols = x.shape
-    rows = batch * tokens
-    if x.stride(2) != 1 or x.stride(0) != tokens * x.stride(1):
-        x = x.contiguous()
-    shift, scale = (t if t.stride(1) == 1 else t.contiguous() for t in (shift, scale))
-    out = torch.empty((rows, cols + columns), device=x.device, dtype=FP8_DTYPE)
-    out_scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
     # rows of one sample per program: they share its shift and scale
     rows_per_program = _rows_per_program(tokens, cols, _NORM_TILE_ELEMENTS)
     head, tail = _head_and_tail(cols)
-    wrap(_layer_norm_modulate_quantize_rows_kernel)[(rows // rows_per_program,)](
+    wrap(_layer_norm_modulate_quantize_rows_kernel)[(batch * tokens // rows_per_program,)](
         x, shift, scale, out, out_scale, cols, tokens, x.stride(1), out.stride(0), shift.stride(0), scale.stride(0),
         EPS=eps, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROWS=rows_per_program, HEAD=head, TAIL=tail,
         num_warps=_NORM_WARPS)
     return out, out_scale
 
+
+def layer_norm_modulate_quantize_rows_down_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                                                  eps: float, down: torch.Tensor, wrap=launch_directly):
+    """layer_norm_modulate_quantize_rows_triton's FP8 rows and scales, and a LoRA's down projection of them
+    (rows, rank), as low_rank_rows.fp8_rows_down computes it, in the same launch; down (rank, channels) in the
+    compute dtype. For few rows: each row's program reads the whole down factor."""
+    x, shift, scale, out, out_scale = _norm_operands(x, shift, scale, 0)
+    batch, tokens, cols = x.shape
+    rank = down.shape[0]
+    low = torch.empty((batch * tokens, rank), device=x.device, dtype=down.dtype)
+    head, tail = _head_and_tail(cols)
+    wrap(_layer_norm_modulate_quantize_rows_down_kernel)[(batch * tokens,)](
+        x, shift, scale, out, out_scale, down.contiguous(), low, cols, tokens, rank, x.stride(1), out.stride(0),
+        shift.stride(0), scale.stride(0), EPS=eps, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, HEAD=head, TAIL=tail,
+        RANK_BLOCK=_DOWN_RANK_BLOCK, num_warps=_NORM_DOWN_WARPS)
+    return out, out_scale, low
+
+
+def _norm_operands(x, shift, scale, columns):
+    """(x, shift, scale) as the norm kernels read them, and their FP8 rows (room for `columns` more values
+    after each) and scales, unwritten."""
+    batch, tokens, cols = x.shape
+    if x.stride(2) != 1 or x.stride(0) != tokens * x.stride(1):
+        x = x.contiguous()
+    shift, scale = (t if t.stride(1) == 1 else t.contiguous() for t in (shift, scale))
+    out = torch.empty((batch * tokens, cols + columns), device=x.device, dtype=FP8_DTYPE)
+    out_scale = torch.empty((batch * tokens, 1), device=x.device, dtype=torch.float32)
+    return x, shift, scale, out, out_scale
 
 
 @triton.jit
@@ -424,41 +500,81 @@ def fp8_rows_down_triton(x_fp8: torch.Tensor, x_scale: torch.Tensor, down: torch
 
 
 @triton.jit
-def _fp8_rows_columns_kernel(rows_ptr, down_ptr, spread_ptr, n_rows, n_cols, rank, columns, row_stride,
+def _fp8_rows_columns_kernel(rows_ptr, down_ptr, spread_ptr, weight_ptr, up_ptr, joined_ptr, n_rows, n_cols, rank,
+                             columns, row_stride, out_features, weight_row_stride, row_programs,
                              FP8_MAX: tl.constexpr, RANK: tl.constexpr, COLUMNS: tl.constexpr,
-                             COLUMN_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    # BLOCK_M rows per program, their first n_cols FP8 values read once and projected by the LoRA's down
-    # factor (rank, cols), whose sums are a = low / x_scale; then spread over the LoRA's columns, written
-    # after those values in the same rows.
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows_inside = rows < n_rows
-    ranks = tl.arange(0, RANK)
-    ranks_inside = ranks < rank
-    acc = _fp8_rows_down_sums(rows_ptr, down_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, row_stride,
-                              BLOCK_M, RANK, BLOCK_K)
-    # Each column is one rank's sum times one factor (spread has one entry per column): TF32's rounding
-    # (2^-11) is far below the FP8 rounding that follows. In blocks of columns: the whole (BLOCK_M, COLUMNS)
-    # tile of a stacked LoRA's hundreds of columns spilled registers (146 us a call on an H200).
-    for start in tl.static_range(0, COLUMNS, COLUMN_BLOCK):
-        outs = start + tl.arange(0, COLUMN_BLOCK)
-        outs_inside = outs < columns
-        spread = tl.load(spread_ptr + ranks[:, None] * columns + outs[None, :],
-                         mask=ranks_inside[:, None] & outs_inside[None, :], other=0.0)
-        lq = tl.clamp(tl.dot(acc, spread, input_precision="tf32"), -FP8_MAX, FP8_MAX)
-        tl.store(rows_ptr + rows[:, None] * row_stride + n_cols + outs[None, :], lq.to(rows_ptr.dtype.element_ty),
-                 mask=rows_inside[:, None] & outs_inside[None, :])
+                             COLUMN_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                             JOIN_ROWS: tl.constexpr, JOIN_BLOCK: tl.constexpr):
+    # The first row_programs programs: BLOCK_M rows each, their first n_cols FP8 values read once and projected
+    # by the LoRA's down factor (rank, cols), whose sums are a = low / x_scale; then spread over the LoRA's
+    # columns, written after those values in the same rows. The others: JOIN_ROWS rows each of the weight
+    # joined with the LoRA's up columns, the GEMM's other operand.
+    program = tl.program_id(0)
+    if program < row_programs:
+        rows = program.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+        rows_inside = rows < n_rows
+        ranks = tl.arange(0, RANK)
+        ranks_inside = ranks < rank
+        acc = _fp8_rows_down_sums(rows_ptr, down_ptr, rows, rows_inside, ranks, ranks_inside, n_cols, row_stride,
+                                  BLOCK_M, RANK, BLOCK_K)
+        # Each column is one rank's sum times one factor (spread has one entry per column): TF32's rounding
+        # (2^-11) is far below the FP8 rounding that follows. In blocks of columns: the whole (BLOCK_M, COLUMNS)
+        # tile of a stacked LoRA's hundreds of columns spilled registers (146 us a call on an H200).
+        for start in tl.static_range(0, COLUMNS, COLUMN_BLOCK):
+            outs = start + tl.arange(0, COLUMN_BLOCK)
+            outs_inside = outs < columns
+            spread = tl.load(spread_ptr + ranks[:, None] * columns + outs[None, :],
+                             mask=ranks_inside[:, None] & outs_inside[None, :], other=0.0)
+            lq = tl.clamp(tl.dot(acc, spread, input_precision="tf32"), -FP8_MAX, FP8_MAX)
+            tl.store(rows_ptr + rows[:, None] * row_stride + n_cols + outs[None, :],
+                     lq.to(rows_ptr.dtype.element_ty), mask=rows_inside[:, None] & outs_inside[None, :])
+    else:
+        _join_weight_rows(weight_ptr, up_ptr, joined_ptr, (program - row_programs).to(tl.int64) * JOIN_ROWS,
+                          out_features, n_cols, columns, weight_row_stride, JOIN_ROWS, JOIN_BLOCK)
+
+
+@triton.jit
+def _join_weight_rows(weight_ptr, up_ptr, joined_ptr, first_row, out_features, n_cols, columns, weight_row_stride,
+                      JOIN_ROWS: tl.constexpr, JOIN_BLOCK: tl.constexpr):
+    # JOIN_ROWS rows of the weight (n_cols bytes each) and of the up columns (columns bytes each), written side
+    # by side as rows of the joined weight: what torch.cat writes, without an op of its own
+    rows = first_row + tl.arange(0, JOIN_ROWS)
+    rows_inside = rows < out_features
+    width = n_cols + columns
+    for start in range(0, width, JOIN_BLOCK):
+        cols = start + tl.arange(0, JOIN_BLOCK)
+        in_weight = cols < n_cols
+        in_up = (cols >= n_cols) & (cols < width)
+        weight = tl.load(weight_ptr + rows[:, None] * weight_row_stride + cols[None, :],
+                         mask=rows_inside[:, None] & in_weight[None, :], other=0)
+        up = tl.load(up_ptr + rows[:, None] * columns + (cols - n_cols)[None, :],
+                     mask=rows_inside[:, None] & in_up[None, :], other=0)
+        tl.store(joined_ptr + rows[:, None] * width + cols[None, :], tl.where(in_weight[None, :], weight, up),
+                 mask=rows_inside[:, None] & (cols < width)[None, :])
 
 
 def fp8_rows_columns_triton(x_ext: torch.Tensor, cols: int, down: torch.Tensor, spread: torch.Tensor,
-                            wrap=launch_directly):
+                            weight_fp8: torch.Tensor, up_fp8: torch.Tensor, wrap=launch_directly):
     """Writes a LoRA's FP8 columns (low_rank_columns.py) into x_ext (rows, cols + columns), in place, after
-    the FP8 rows in its first cols values, as low_rank_rows.fp8_rows_columns computes them; CUDA tensors,
-    rows of x_ext contiguous; down (rank, cols) in fp16 or bf16, spread (rank, columns) fp32. One read of
-    the rows. wrap: the kernel's launcher (torch.library.wrap_triton inside a triton_op)."""
+    the FP8 rows in its first cols values, as low_rank_rows.fp8_rows_columns computes them; and returns the
+    layer's FP8 weight (out, cols) joined with the LoRA's up columns up_fp8 (out, columns), the GEMM's other
+    operand (the torch.cat of low_rank_columns.fp8_rows_matmul_rank_columns), in the same launch. CUDA
+    tensors, rows of x_ext, weight_fp8 and up_fp8 contiguous; down (rank, cols) in fp16 or bf16, spread
+    (rank, columns) fp32. One read of the rows. wrap: the kernel's launcher (torch.library.wrap_triton
+    inside a triton_op)."""
     rows = x_ext.shape[0]
     rank, columns = spread.shape
+    out_features = weight_fp8.shape[0]
+    if weight_fp8.stride(1) != 1:
+        weight_fp8 = weight_fp8.contiguous()
+    joined = torch.empty((out_features, cols + columns), device=weight_fp8.device, dtype=weight_fp8.dtype)
     block_m, padded_columns = 32, max(16, triton.next_power_of_2(columns))
-    wrap(_fp8_rows_columns_kernel)[(triton.cdiv(rows, block_m),)](
-        x_ext, down.contiguous(), spread.contiguous(), rows, cols, rank, columns, x_ext.stride(0),
-        FP8_MAX=FP8_MAX, RANK=max(16, triton.next_power_of_2(rank)), COLUMNS=padded_columns,
-        COLUMN_BLOCK=min(padded_columns, 64), BLOCK_M=block_m, BLOCK_K=128, num_warps=4)
+    row_programs, join_rows = triton.cdiv(rows, block_m), 8
+    # the weight's bytes as bytes: the join copies them and computes nothing
+    wrap(_fp8_rows_columns_kernel)[(row_programs + triton.cdiv(out_features, join_rows),)](
+        x_ext, down.contiguous(), spread.contiguous(), weight_fp8.view(torch.uint8), up_fp8.view(torch.uint8),
+        joined.view(torch.uint8), rows, cols, rank, columns, x_ext.stride(0), out_features, weight_fp8.stride(0),
+        row_programs, FP8_MAX=FP8_MAX, RANK=max(16, triton.next_power_of_2(rank)), COLUMNS=padded_columns,
+        COLUMN_BLOCK=min(padded_columns, 64), BLOCK_M=block_m, BLOCK_K=128, JOIN_ROWS=join_rows, JOIN_BLOCK=512,
+        num_warps=4)
+    return joined

@@ -41,15 +41,17 @@ def test_columns_kernel_matches_reference(rows, cols, out_features, rank):
     from sd35_fp8.quant.kernels.triton_kernels import fp8_rows_columns_triton
     from sd35_fp8.quant.scales import quantize_weight
     x_fp8, _ = fp8_rows(rows, cols)
-    _, weight_scale = quantize_weight(torch.randn(out_features, cols, device="cuda") * cols ** -0.5)
+    weight_fp8, weight_scale = quantize_weight(torch.randn(out_features, cols, device="cuda") * cols ** -0.5)
     up, down = torch.randn(out_features, rank, device="cuda") * 0.03, torch.randn(rank, cols, device="cuda") * 0.03
-    spread = rank_columns(up, down, weight_scale).spread
+    columns = rank_columns(up, down, weight_scale)
+    spread = columns.spread
     # the rows in the first cols values of the extended rows, as the one-pass norm leaves them
     x_ext = torch.empty((rows, cols + spread.shape[1]), device="cuda", dtype=x_fp8.dtype)
     x_ext[:, :cols] = x_fp8
-    fp8_rows_columns_triton(x_ext, cols, down.bfloat16(), spread)
+    joined = fp8_rows_columns_triton(x_ext, cols, down.bfloat16(), spread, weight_fp8, columns.up_fp8)
     reference = fp8_rows_columns(x_fp8, down.bfloat16(), spread)
     assert torch.equal(x_ext[:, :cols].contiguous().view(torch.uint8), x_fp8.view(torch.uint8))
+    assert torch.equal(joined.view(torch.uint8), torch.cat([weight_fp8, columns.up_fp8], dim=1).view(torch.uint8))
     apart = fp8_steps_apart(x_ext[:, cols:].contiguous(), reference[:, cols:].contiguous())
     # the kernel spreads the rank sums over the columns in TF32 (rounding 2^-11, FP8's step 2^-4 to 2^-3):
     # a value that close to a rounding boundary lands one step off, 0.7-0.8% of them on an H200

@@ -41,7 +41,8 @@ def test_kernel_matches_reference(channels):
 @pytest.mark.parametrize("channels", [2432, 1536])  # Large, Medium
 def test_rows_with_a_loras_columns_match_the_norm_and_the_reference(channels):
     """The op that leaves room after the norm's rows for a LoRA's columns and writes them there: the same rows
-    and scales as the norm alone, columns within one FP8 step of the reference computed from those rows."""
+    and scales as the norm alone, columns within one FP8 step of the reference computed from those rows, and the
+    weight joined with the LoRA's up columns as torch.cat joins them."""
     from sd35_fp8.quant.kernels.low_rank_columns import rank_columns
     from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_columns
     from sd35_fp8.quant.kernels.norm_quantize import layer_norm_modulate_quantize_rows_columns_op
@@ -49,13 +50,15 @@ def test_rows_with_a_loras_columns_match_the_norm_and_the_reference(channels):
     from sd35_fp8.quant.scales import quantize_weight
     x = (torch.randn(2, 4096, channels, device="cuda") * 4 + torch.randn(2, 4096, 1, device="cuda") * 10).bfloat16()
     shift, scale = (torch.randn(2, 6 * channels, device="cuda") * 0.5).bfloat16().chunk(6, dim=1)[:2]
-    _, weight_scale = quantize_weight(torch.randn(7296, channels, device="cuda") * channels ** -0.5)
+    weight_fp8, weight_scale = quantize_weight(torch.randn(7296, channels, device="cuda") * channels ** -0.5)
     up, down = torch.randn(7296, 16, device="cuda") * 0.03, (torch.randn(16, channels, device="cuda") * 0.03).bfloat16()
-    spread = rank_columns(up, down.float(), weight_scale).spread
+    columns = rank_columns(up, down.float(), weight_scale)
+    spread = columns.spread
     op = layer_norm_modulate_quantize_rows_columns_op()
-    x_ext, x_scale = op(x, shift, scale, 1e-6, down, spread)
+    x_ext, x_scale, joined = op(x, shift, scale, 1e-6, down, spread, weight_fp8, columns.up_fp8)
     rows, rows_scale = layer_norm_modulate_quantize_rows_triton(x, shift, scale, 1e-6)
     assert x_ext.shape == (2 * 4096, channels + spread.shape[1])
+    assert torch.equal(joined.view(torch.uint8), torch.cat([weight_fp8, columns.up_fp8], dim=1).view(torch.uint8))
     assert torch.equal(x_ext[:, :channels].contiguous().view(torch.uint8), rows.view(torch.uint8))
     assert torch.equal(x_scale, rows_scale)
     reference = fp8_rows_columns(rows, down, spread)
@@ -64,7 +67,32 @@ def test_rows_with_a_loras_columns_match_the_norm_and_the_reference(channels):
     assert apart.max() <= 1 and (apart > 0).float().mean() <= 0.02
     assert reference[:, channels:].float().abs().max() > 1  # the columns carry the LoRA
     checks = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
-    torch.library.opcheck(op.op, (x, shift, scale, 1e-6, down, spread), test_utils=checks)
+    torch.library.opcheck(op.op, (x, shift, scale, 1e-6, down, spread, weight_fp8, columns.up_fp8), test_utils=checks)
+
+
+@pytest.mark.parametrize("channels", [2432, 1536])  # Large, Medium
+def test_rows_with_a_loras_down_projection_match_the_norm_and_the_projection(channels):
+    """The op for the context stream's few rows (2 x 154 tokens): the norm's rows and scales, and the LoRA's down
+    projection of those rows in the same launch, as the down kernel computes it from them."""
+    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_down
+    from sd35_fp8.quant.kernels.norm_quantize import layer_norm_modulate_quantize_rows_down_op
+    from sd35_fp8.quant.kernels.triton_kernels import layer_norm_modulate_quantize_rows_triton
+    x = (torch.randn(2, 154, channels, device="cuda") * 4 + torch.randn(2, 154, 1, device="cuda") * 10).bfloat16()
+    shift, scale = (torch.randn(2, 6 * channels, device="cuda") * 0.5).bfloat16().chunk(6, dim=1)[:2]
+    op = layer_norm_modulate_quantize_rows_down_op()
+    for rank in (16, 6):
+        down = (torch.randn(rank, channels, device="cuda") * 0.03).bfloat16()
+        x_fp8, x_scale, low = op(x, shift, scale, 1e-6, down)
+        rows, rows_scale = layer_norm_modulate_quantize_rows_triton(x, shift, scale, 1e-6)
+        # the norm alone runs in fewer warps, which sum in another order: scales a few ulps apart, values on a
+        # rounding boundary one FP8 step apart
+        torch.testing.assert_close(x_scale, rows_scale, rtol=1e-5, atol=0)
+        assert fp8_steps_apart(x_fp8, rows).max() <= 1 and (fp8_steps_apart(x_fp8, rows) > 0).float().mean() <= 1e-3
+        assert low.shape == (2 * 154, rank) and low.dtype == torch.bfloat16
+        # from the op's own rows: the same fp32 sums up to their order, bf16 output rounding apart
+        assert relative_error(low, fp8_rows_down(x_fp8, x_scale, down)) <= 2 ** -8
+        checks = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+        torch.library.opcheck(op.op, (x, shift, scale, 1e-6, down), test_utils=checks)
 
 
 def sample_one_step(model, warm_up=False, kernel=KERNEL):

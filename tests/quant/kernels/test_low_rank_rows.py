@@ -63,28 +63,30 @@ use_torch_fp8_rounding()
 torch.manual_seed(0)
 runs = []
 # ragged rows and columns; ranks below and at tl.dot's 16, LoRAs strong enough to split their ranks (the
-# last over 192 columns: several of the kernel's blocks of columns)
-for rows, cols, out, rank, std in ((70, 200, 96, 16, 0.05), (33, 128, 64, 4, 0.3), (33, 128, 64, 12, 0.3)):
+# third over 192 columns: several of the kernel's blocks of columns); weights of ragged outputs, the last
+# wider than one block of the join
+for rows, cols, out, rank, std in ((70, 200, 100, 16, 0.05), (33, 128, 64, 4, 0.3), (33, 128, 64, 12, 0.3),
+                                   (20, 700, 37, 8, 0.05)):
     x_fp8, _ = quantize_rows(torch.randn(rows, cols) * torch.rand(rows, 1) * 10)
-    _, weight_scale = quantize_weight(torch.randn(out, cols) * cols ** -0.5)
+    weight_fp8, weight_scale = quantize_weight(torch.randn(out, cols) * cols ** -0.5)
     up, down = torch.randn(out, rank) * std, torch.linalg.qr(torch.randn(cols, rank))[0].t()
-    spread = rank_columns(up, down, weight_scale).spread
+    columns = rank_columns(up, down, weight_scale)
     # fp16: the interpreter's tl.dot multiplies bf16 tensors' raw bits (numpy has no bf16); tests/gpu runs bf16
     # the rows in the first cols values of the extended rows, as the one-pass norm leaves them
-    x_ext = torch.cat([x_fp8, torch.zeros(rows, spread.shape[1], dtype=x_fp8.dtype)], dim=1)
-    fp8_rows_columns_triton(x_ext, cols, down.half(), spread)
-    runs.append((x_fp8, down.half(), spread, x_ext))
+    x_ext = torch.cat([x_fp8, torch.zeros(rows, columns.spread.shape[1], dtype=x_fp8.dtype)], dim=1)
+    joined = fp8_rows_columns_triton(x_ext, cols, down.half(), columns.spread, weight_fp8, columns.up_fp8)
+    runs.append((x_fp8, down.half(), columns.spread, columns.up_fp8, x_ext, weight_fp8, joined))
 torch.save(runs, {path!r})
 """
 
 
-def test_interpreted_columns_kernel_matches_reference(tmp_path):
+def test_interpreted_columns_kernel_matches_reference_and_joins_the_weight(tmp_path):
     pytest.importorskip("triton", reason="Triton is not installed")
     from devtools.numerics import fp8_steps_apart
     from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_columns
     path = tmp_path / "runs.pt"
     run_interpreted(_INTERPRETED_COLUMNS.format(path=str(path)), timeout=300)
-    for x_fp8, down, spread, x_ext in torch.load(path):
+    for x_fp8, down, spread, up_fp8, x_ext, weight_fp8, joined in torch.load(path):
         reference = fp8_rows_columns(x_fp8, down, spread)
         cols = x_fp8.shape[1]
         assert x_ext.shape == reference.shape and x_ext.shape[1] > cols
@@ -92,3 +94,5 @@ def test_interpreted_columns_kernel_matches_reference(tmp_path):
         # the same exact products, fp32 sums in another order: a value on a rounding boundary one step apart
         assert fp8_steps_apart(x_ext[:, cols:].contiguous(), reference[:, cols:].contiguous()).max() <= 1
         assert reference[:, cols:].float().abs().max() > 1  # the columns carry the LoRA
+        # the GEMM's other operand, joined in the same launch
+        assert torch.equal(joined.view(torch.uint8), torch.cat([weight_fp8, up_fp8], dim=1).view(torch.uint8))

@@ -67,3 +67,39 @@ def test_interpreted_kernel_matches_reference(tmp_path):
         assert fp8_steps_apart(x_fp8, reference).max() <= 1
         assert (fp8_steps_apart(x_fp8, reference) > 0).float().mean() <= 0.01
         assert x_scale.min() >= MIN_SCALE
+
+
+_INTERPRETED_DOWN = """
+import pack_import, torch
+from devtools.triton_interpreter import use_torch_fp8_rounding
+from sd35_fp8.quant.kernels.triton_kernels import layer_norm_modulate_quantize_rows_down_triton
+from tests.quant.kernels.test_norm_quantize import block_inputs
+use_torch_fp8_rounding()
+torch.manual_seed(0)
+runs = []
+# a power-of-two row and a ragged one (head and tail); ranks within one block of ranks, ragged, and several
+for dtype, channels, tokens, rank in ((torch.bfloat16, 256, 7, 4), (torch.bfloat16, 200, 9, 6),
+                                      (torch.float16, 200, 5, 16)):
+    x, shift, scale = block_inputs(tokens=tokens, channels=channels, dtype=dtype)
+    # fp16: the interpreter rounds fp32 to bf16 by truncation (numpy has no bf16); tests/gpu runs bf16
+    down = (torch.randn(rank, channels) * 0.05).half()
+    runs.append((x, shift, scale, down, *layer_norm_modulate_quantize_rows_down_triton(x, shift, scale, 1e-6, down)))
+torch.save(runs, {path!r})
+"""
+
+
+def test_interpreted_kernel_with_a_loras_down_projection_matches_the_norm_and_the_projection(tmp_path):
+    """The norm for few rows with a LoRA's down projection in the same launch: the norm's rows and scales, and
+    the projection low_rank_rows.fp8_rows_down computes from those rows."""
+    pytest.importorskip("triton", reason="Triton is not installed")
+    from sd35_fp8.quant.kernels.low_rank_rows import fp8_rows_down
+    path = tmp_path / "runs.pt"
+    run_interpreted(_INTERPRETED_DOWN.format(path=str(path)), timeout=300)
+    for x, shift, scale, down, x_fp8, x_scale, low in torch.load(path):
+        reference, reference_scale = layer_norm_modulate_quantize_rows(x, shift, scale, 1e-6)
+        torch.testing.assert_close(x_scale, reference_scale, rtol=1e-5, atol=0)
+        assert fp8_steps_apart(x_fp8, reference).max() <= 1
+        assert low.shape == (x_fp8.shape[0], down.shape[0]) and low.dtype == down.dtype
+        # from the kernel's own rows: the same fp32 sums up to their order, fp16 output rounding (2^-11) apart
+        assert relative_error(low, fp8_rows_down(x_fp8, x_scale, down)) <= 2 ** -10
+        assert low.float().abs().max() > 0.1
