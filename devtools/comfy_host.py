@@ -60,8 +60,8 @@ def import_comfy_in_process(dynamic_vram=False, reserve_vram_gib=None):
 
 
 def _enable_dynamic_vram(args):
-    """The rest of main.py's order: ComfyUI's memory modules, comfy-aimdo's devices, and the dynamic
-    ModelPatcher as the one every loader builds."""
+    """The rest of main.py's order: ComfyUI's memory modules, comfy-aimdo's devices and log level, and the
+    dynamic ModelPatcher as the one every loader builds."""
     import comfy_aimdo.control
     import comfy.memory_management
     import comfy.model_management
@@ -70,6 +70,11 @@ def _enable_dynamic_vram(args):
                for device in comfy.model_management.get_all_torch_devices())
     if not comfy_aimdo.control.init_devices(devices):
         raise RuntimeError("comfy-aimdo could not start on this GPU: DynamicVRAM cannot be turned on")
+    # As main.py at its default console level (INFO). Left at the library's own level, comfy-aimdo called back
+    # into Python's logging three times per staged layer, its debug traces: 1158 calls a step of SD3.5 Large,
+    # about 4 ms of host time as cProfile counts it
+    # (bench/results/diag_lora_033_DynamicVRAM_h100_hostprof33_branch.json).
+    comfy_aimdo.control.set_log_info()
     comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
     comfy.memory_management.aimdo_enabled = True
 
