@@ -24,10 +24,13 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ou
 COMPILED_LABELS = {True: " (TorchCompileModel)", "compiled": " (TorchCompileModel)",
                    "cuda_graphs": " (compiled with CUDA graphs)", None: ""}
 # The tables the criteria count: those that ran the code as it stands (K-aligned LoRA columns written by the
-# norm, few rows added after the GEMM; twenty-fifth, twenty-sixth and thirtieth sessions), and for the one
+# norm, few rows added after the GEMM; twenty-fifth, twenty-sixth, thirtieth and thirty-fourth sessions; the
+# thirty-fourth's also with the column kernel joining the weight and the context stream's down projection in
+# the norm's launch, and the harness's comfy-aimdo log level as main.py sets it), and for the one
 # cell of the matrix not rerun with it (0.33 without DynamicVRAM under the cap) the nineteenth session's
 # table, whose note says how its code differs. Tables of older code (analysis_lora.md says which) come after them.
-CURRENT_TABLES = ("lora_033_DynamicVRAM_counted30.json", "lora_033_DynamicVRAM_counted26.json",
+CURRENT_TABLES = ("lora_033_DynamicVRAM_counted34.json", "lora_033_DynamicVRAM_counted30.json",
+                  "lora_033_DynamicVRAM_counted26.json",
                   "lora_033_DynamicVRAM_profiled25.json", "lora_033_DynamicVRAM_cap8_26.json",
                   "lora_033_DynamicVRAM_ours_fp8_compiled30.json",
                   "lora_033_no_DynamicVRAM25.json", "lora_0375_26.json", "lora_0375_counted26.json",

@@ -315,6 +315,14 @@ def build(results_md: Path, chart_png: Path):
         ("speed_eager23_033_medium_gaussian_b12f2c6.json",
          "SD3.5 Medium, Gaussian weights, eager, twenty-third session: commit b12f2c6 (the code that ran 0.0601 "
          "s/step in the twenty-first session), same machine and call as the table above (ComfyUI 0.33.0, 8 steps)"))
+    # thirty-fourth session: issue 11 again on one H100 (the thirty-third session's code, next_power_of_2 in Python)
+    eager34_runs = runs_per_model("speed_eager34_033_{model}_gaussian.json")
+    eager34_heavy = runs_per_model("speed_eager34_033_{model}_heavy.json")
+    graphs34_runs = runs_per_model("speed_graphs34_033_{model}_gaussian.json")
+    runs34 = titled_runs(
+        ("speed_eager34_033_medium_gaussian_h200.json",
+         "SD3.5 Medium, Gaussian weights, eager, thirty-fourth session, the session's first machine (an H200; the "
+         "code before Triton's next_power_of_2 left the launches) (ComfyUI 0.33.0, 12 steps)"))
     # twenty-fifth session: eager Medium on the session's first machine (the code of the twenty-fourth session)
     eager25_runs = runs_per_model("speed_eager25_033_{model}_gaussian.json")
     # twenty-fourth session: Medium with FP8 attention in every call (attn2 too), eager on two machines
@@ -340,6 +348,12 @@ def build(results_md: Path, chart_png: Path):
         ("speed_graphs22_033_medium_gaussian_profiled.json",
          "SD3.5 Medium, twenty-second session, ours with CUDA graphs, 3 steps profiled (ComfyUI 0.33.0, 4 steps)"))
     sections = [header,
+                *([speed_targets(graphs34_runs, "Speed against stock's best, thirty-fourth session, compiled, ours "
+                                                "with CUDA graphs (8 steps; CUDA-event step times; speed only)",
+                                 accuracy=False, ours_modes={"compiled": "cuda_graphs"})] if graphs34_runs else []),
+                *([speed_targets(eager34_runs, "Speed and accuracy against stock's best, thirty-fourth session, "
+                                               "eager, 12 steps (CUDA-event step times)", heavy=eager34_heavy)]
+                  if eager34_runs else []),
                 *([speed_targets(eager25_runs, "Speed and accuracy against stock's best, twenty-fifth session, "
                                                "eager, the twenty-fourth session's code on another machine, 12 "
                                                "steps (CUDA-event step times)")] if eager25_runs else []),
@@ -475,6 +489,14 @@ def build(results_md: Path, chart_png: Path):
                                  f"{ATTN2_BF16 if model == 'Medium' else ''} (ComfyUI 0.33.0, 12 steps)")
                   for weights, runs in (("Gaussian", eager23_runs), ("heavy-tailed", eager23_heavy))
                   for model, run in runs.items()),
+                *(run_table(run, f"SD3.5 {model}, {weights} weights, eager, thirty-fourth session (ComfyUI 0.33.0, "
+                                 "12 steps)")
+                  for weights, runs in (("Gaussian", eager34_runs), ("heavy-tailed", eager34_heavy))
+                  for model, run in runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, thirty-fourth session: stock "
+                                 "TorchCompileModel against ours with CUDA graphs (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in graphs34_runs.items()),
+                *(run_table(load(name), title) for name, title in runs34),
                 *(run_table(run, f"SD3.5 {model}, Gaussian weights, eager, twenty-fifth session, with FP8 attention "
                                  "(ours_fp8) and without (ours_fp8_bf16_attention) (ComfyUI 0.33.0, 12 steps)")
                   for model, run in eager25_runs.items()),
