@@ -52,8 +52,9 @@ _GELU_WARPS = 4
 
 def _next_power_of_2(n):
     """triton.next_power_of_2 (n >= 1) in plain Python: Triton's is a constexpr function, whose host calls go
-    through its JIT's argument unwrapping (3.3 us a call against 0.13 on a CI core, Triton 3.8), made on every
-    launch of every layer: 491 calls in an eager step of SD3.5 Large, 795 with a LoRA (cProfile, Triton 3.6)."""
+    through its JIT's argument unwrapping (3.3 us a call against 0.13 on a CI core, Triton 3.8), and most of our
+    launchers make one or two on every call (an eager SD3.5 Large step profiled 491 such calls, 795 with a LoRA,
+    Triton 3.6: bench/analysis_lora.md, thirty-fourth session)."""
     return 1 << (n - 1).bit_length()
 
 
