@@ -315,6 +315,10 @@ def build(results_md: Path, chart_png: Path):
         ("speed_eager23_033_medium_gaussian_b12f2c6.json",
          "SD3.5 Medium, Gaussian weights, eager, twenty-third session: commit b12f2c6 (the code that ran 0.0601 "
          "s/step in the twenty-first session), same machine and call as the table above (ComfyUI 0.33.0, 8 steps)"))
+    # thirty-fifth session: issue 11 on one H100 with the thirty-fourth session's code (Medium compiled included)
+    eager35_runs = runs_per_model("speed_eager35_033_{model}_gaussian.json")
+    eager35_heavy = runs_per_model("speed_eager35_033_{model}_heavy.json")
+    graphs35_runs = runs_per_model("speed_graphs35_033_{model}_gaussian.json")
     # thirty-fourth session: issue 11 again on one H100 (the thirty-third session's code, next_power_of_2 in Python)
     eager34_runs = runs_per_model("speed_eager34_033_{model}_gaussian.json")
     eager34_heavy = runs_per_model("speed_eager34_033_{model}_heavy.json")
@@ -348,6 +352,12 @@ def build(results_md: Path, chart_png: Path):
         ("speed_graphs22_033_medium_gaussian_profiled.json",
          "SD3.5 Medium, twenty-second session, ours with CUDA graphs, 3 steps profiled (ComfyUI 0.33.0, 4 steps)"))
     sections = [header,
+                *([speed_targets(graphs35_runs, "Speed against stock's best, thirty-fifth session, compiled, ours "
+                                                "with CUDA graphs (8 steps; CUDA-event step times; speed only)",
+                                 accuracy=False, ours_modes={"compiled": "cuda_graphs"})] if graphs35_runs else []),
+                *([speed_targets(eager35_runs, "Speed and accuracy against stock's best, thirty-fifth session, "
+                                               "eager, 12 steps (CUDA-event step times)", heavy=eager35_heavy)]
+                  if eager35_runs else []),
                 *([speed_targets(graphs34_runs, "Speed against stock's best, thirty-fourth session, compiled, ours "
                                                 "with CUDA graphs (8 steps; CUDA-event step times; speed only)",
                                  accuracy=False, ours_modes={"compiled": "cuda_graphs"})] if graphs34_runs else []),
@@ -489,6 +499,13 @@ def build(results_md: Path, chart_png: Path):
                                  f"{ATTN2_BF16 if model == 'Medium' else ''} (ComfyUI 0.33.0, 12 steps)")
                   for weights, runs in (("Gaussian", eager23_runs), ("heavy-tailed", eager23_heavy))
                   for model, run in runs.items()),
+                *(run_table(run, f"SD3.5 {model}, {weights} weights, eager, thirty-fifth session (ComfyUI 0.33.0, "
+                                 "12 steps)")
+                  for weights, runs in (("Gaussian", eager35_runs), ("heavy-tailed", eager35_heavy))
+                  for model, run in runs.items()),
+                *(run_table(run, f"SD3.5 {model}, Gaussian weights, compiled, thirty-fifth session: stock "
+                                 "TorchCompileModel against ours with CUDA graphs (ComfyUI 0.33.0, 8 steps)")
+                  for model, run in graphs35_runs.items()),
                 *(run_table(run, f"SD3.5 {model}, {weights} weights, eager, thirty-fourth session (ComfyUI 0.33.0, "
                                  "12 steps)")
                   for weights, runs in (("Gaussian", eager34_runs), ("heavy-tailed", eager34_heavy))
