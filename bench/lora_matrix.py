@@ -247,7 +247,9 @@ def compiled_as(model, compiled):
     return torch_compile_model(model)
 
 
-def run_variant(variant, weights, loras, args, positive, negative, references, compiled=None):
+def run_variant(variant, weights, loras, args, positive, negative, references, on_cells, compiled=None):
+    """The variant's cells (each LoRA state, folded over the rounds) and latents; on_cells(cells) after every
+    cell, with the variant's cells so far."""
     import comfy.model_management
     comfy.model_management.unload_all_models()
     gc.collect()
@@ -273,6 +275,7 @@ def run_variant(variant, weights, loras, args, positive, negative, references, c
             cell, latent = run_cell(variant, state_name, with_loras(base, loras, state), args, positive, negative)
             if round_index:
                 _add_round(cells[state_name], cell, latent, latents)
+                on_cells(list(cells.values()))
                 continue
             cell.update(load_s=load_s, compiled=compiled)
             if state_name == "none":
@@ -288,6 +291,7 @@ def run_variant(variant, weights, loras, args, positive, negative, references, c
                 cell["recompiles"] = int(sum(torch._dynamo.utils.counters["recompiles"].values()))
             print(json.dumps({k: v for k, v in cell.items() if k != "step_times"}), flush=True)
             cells[state_name] = cell
+            on_cells(list(cells.values()))
     del base
     return list(cells.values()), latents
 
@@ -354,19 +358,30 @@ def main():
     variants = (args.variants.split(",") if args.variants else
                 ("stock_fp8", "ours_fp8", "ours_weight_only") if args.vram_cap_gib else
                 ("stock_default", "ours_fp8", "ours_weight_only"))
+
+    def write(results):
+        # whole or not at all (replaced, not rewritten in place), after every cell: a run stopped by a time
+        # limit keeps every cell it measured
+        partial = args.out / (name + ".partial")
+        partial.write_text(json.dumps({**run, "results": results}, indent=1))
+        os.replace(partial, args.out / name)
+
+    def written_with(done):
+        return lambda cells: write(done + cells)
+
     if "stock_default" in variants:
-        cells, references = run_variant("stock_default", weights, loras, args, positive, negative, {})
+        cells, references = run_variant("stock_default", weights, loras, args, positive, negative, {},
+                                        written_with([]))
         run["results"] += cells
         torch.save(references, references_file)
     else:  # without it (a run of chosen variants on a fresh machine) the cells carry no error
         references = torch.load(references_file) if references_file.exists() else {}
-    # written after every variant: a run stopped by a time limit keeps what it measured
-    (args.out / name).write_text(json.dumps(run, indent=1))
     for variant in (v for v in variants if v != "stock_default"):
         compiled = next((mode for mode in COMPILE_MODES if variant.endswith("_" + mode)), None)
         run["results"] += run_variant(variant.removesuffix("_" + compiled) if compiled else variant, weights, loras,
-                                      args, positive, negative, references, compiled=compiled)[0]
-        (args.out / name).write_text(json.dumps(run, indent=1))
+                                      args, positive, negative, references, written_with(list(run["results"])),
+                                      compiled=compiled)[0]
+    write(run["results"])
     print("wrote", args.out / name, flush=True)
     if args.dynamic_vram:
         # comfy-aimdo 0.4.13 segfaults in the interpreter's teardown (every DynamicVRAM run on the H200),
