@@ -175,7 +175,9 @@ def speed_targets(runs, heading="Speed against stock's best (issue 11)", accurac
     ours ran in for each of stock's, where it differs (compiled: cuda_graphs); heavy: {"Large": run} with
     heavy-tailed weights, for its error row."""
     device = next(iter(runs.values()))
-    lines = [f"## {heading}, {device['device']}, torch {device['torch']}, ComfyUI {device['comfyui']}", "",
+    # recorded by the harness since the thirty-fifth session (the thirty-fourth's H100 runs: from their call's log)
+    driver = f", driver {device['driver']}" if device.get("driver") else ""
+    lines = [f"## {heading}, {device['device']}{driver}, torch {device['torch']}, ComfyUI {device['comfyui']}", "",
              *table_head("", "stock's best in the same run", "target", "ours FP8 matmul", "ratio", "met")]
     for model, mode, stock_variants, target in SPEED_TARGETS:
         if model not in runs:

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 from devtools.comfy_host import import_comfy_in_process  # noqa: E402
+from devtools.gpu_driver import nvidia_driver_version  # noqa: E402
 from devtools.numerics import relative_error  # noqa: E402
 from devtools.tiny_sd3 import mmdit_state_dict  # noqa: E402
 from sd35_fp8.quant.reports.report import GIB  # noqa: E402
@@ -417,7 +418,7 @@ def main():
     positive, negative = conditioning(args.seed)
     run = {"model": MODELS[args.model]["name"], "weights": args.weights, "size": args.size, "steps": args.steps,
            "cfg": CFG, "batch": 2, "sampler": SAMPLER, "vram_cap_gib": args.vram_cap_gib,
-           "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+           "device": torch.cuda.get_device_name(0), "driver": nvidia_driver_version(), "torch": torch.__version__,
            "comfyui": comfyui_version.__version__, "python": platform.python_version(),
            "command": " ".join(["python"] + sys.argv), "reference": "stock_default eager",
            # since the thirteenth session; before it, the harness waited for the GPU at every step
