@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 import pack_import  # noqa: E402,F401  (the pack as `sd35_fp8`)
 from bench.sd35_bench import CFG, SAMPLER, build, conditioning, random_weights, torch_compile_model  # noqa: E402
 from devtools.comfy_host import after_node, import_comfy_in_process  # noqa: E402
-from devtools.gpu_driver import nvidia_driver_version  # noqa: E402
 from devtools.factor_searches import counted_factor_searches  # noqa: E402
+from devtools.gpu_driver import nvidia_driver_version  # noqa: E402
 from devtools.numerics import relative_error  # noqa: E402
 from devtools.random_lora import random_lora  # noqa: E402
 from devtools.step_accounting import step_accounting  # noqa: E402
@@ -352,7 +352,8 @@ def main():
            "model_patcher": getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher).__name__,
            "vram_cap_gib": args.vram_cap_gib, "device": torch.cuda.get_device_name(0),
            "driver": nvidia_driver_version(), "torch": torch.__version__, "python": platform.python_version(),
-           "model": "SD3.5 Large", "size": args.size, "steps": args.steps, "cfg": CFG, "batch": 2, "sampler": SAMPLER, "lora_rank": 16,
+           "model": "SD3.5 Large", "size": args.size, "steps": args.steps, "cfg": CFG, "batch": 2, "sampler": SAMPLER,
+           "lora_rank": 16,
            "command": " ".join(["python"] + sys.argv), "reference": "stock default, same LoRA state", "results": []}
     name = (f"lora_{args.label.replace(' ', '_').replace('.', '')}{'_cap%g' % args.vram_cap_gib if args.vram_cap_gib else ''}"
             f"{'_' + args.variants.replace(',', '_') if args.variants else ''}.json")
