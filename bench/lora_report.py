@@ -23,18 +23,23 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ou
 # compile with CUDA graphs, or eager
 COMPILED_LABELS = {True: " (TorchCompileModel)", "compiled": " (TorchCompileModel)",
                    "cuda_graphs": " (compiled with CUDA graphs)", None: ""}
-# The tables the criteria count: those that ran the code as it stands (K-aligned LoRA columns written by the
-# norm, few rows added after the GEMM; twenty-fifth, twenty-sixth, thirtieth and thirty-fourth sessions; the
-# thirty-fourth's also with the column kernel joining the weight and the context stream's down projection in
-# the norm's launch, and the harness's comfy-aimdo log level as main.py sets it), and for the one
+# The tables the criteria count, by session, newest first: those that ran the LoRA path as it stands (K-aligned
+# LoRA columns written by the norm, few rows added after the GEMM; twenty-fifth session on), and for the one
 # cell of the matrix not rerun with it (0.33 without DynamicVRAM under the cap) the nineteenth session's
-# table, whose note says how its code differs. Tables of older code (analysis_lora.md says which) come after them.
-CURRENT_TABLES = ("lora_033_DynamicVRAM_counted34.json", "lora_033_DynamicVRAM_counted30.json",
-                  "lora_033_DynamicVRAM_counted26.json",
-                  "lora_033_DynamicVRAM_profiled25.json", "lora_033_DynamicVRAM_cap8_26.json",
-                  "lora_033_DynamicVRAM_ours_fp8_compiled30.json",
-                  "lora_033_no_DynamicVRAM25.json", "lora_0375_26.json", "lora_0375_counted26.json",
-                  "lora_0375_probe26.json", "lora_033_no_DynamicVRAM_cap8.json")
+# table, whose note says how its code differs. The thirty-sixth session's ran the code of the thirty-third
+# (the column kernel joining the weight, the context stream's down projection in the norm's launch) with the
+# thirty-fourth's harness (comfy-aimdo's log level as main.py sets it). Tables of older code
+# (analysis_lora.md says which) come after them.
+CURRENT_SESSIONS = (
+    ("lora_033_DynamicVRAM_counted36.json", "lora_033_DynamicVRAM_counted36b.json",
+     "lora_033_no_DynamicVRAM_counted36.json", "lora_0375_counted36.json", "lora_033_DynamicVRAM_profiled36.json"),
+    ("lora_033_DynamicVRAM_counted34.json",),
+    ("lora_033_DynamicVRAM_counted30.json", "lora_033_DynamicVRAM_ours_fp8_compiled30.json"),
+    ("lora_033_DynamicVRAM_counted26.json", "lora_033_DynamicVRAM_cap8_26.json", "lora_0375_26.json",
+     "lora_0375_counted26.json", "lora_0375_probe26.json"),
+    ("lora_033_DynamicVRAM_profiled25.json", "lora_033_no_DynamicVRAM25.json"),
+    ("lora_033_no_DynamicVRAM_cap8.json",))
+CURRENT_TABLES = tuple(name for session in CURRENT_SESSIONS for name in session)
 # The criteria of the LoRA issue, for this pack's variants
 ERROR_GROWTH, LORA_COST = 0.01, 0.05
 
@@ -114,48 +119,64 @@ def per_round(cell):
     return " / ".join(rounds)
 
 
-def verdicts(runs):
-    """Each criterion of the issue over every ours cell of every run: how many hold."""
+def verdicts(sessions):
+    """Each criterion of the issue over every ours cell of every run (sessions: lists of runs, newest first): how
+    many hold. A LoRA's cost counts, for each host, cap and variant, in the newest session that timed it:
+    older timings of the same cells ran older code."""
     growth, cost, cost_fastest, cost_gpu, removed, cap_speed = [], [], [], [], [], []
-    for run in runs:
-        cells = run["results"]
-        for variant in ("ours_fp8", "ours_weight_only"):
-            mine = [c for c in cells if c["variant"] == variant and not c.get("compiled") and "error" not in c]
-            if not mine:
-                continue
-            base = mine[0]
-            for cell in mine[1:]:
-                if cell["lora"] == "LoRA removed":
-                    removed.append(cell.get("bit_equal_to_none", False))
-                    continue
-                # a capped run measures errors only against the references its full-VRAM run left
-                if "latent_error" in cell and "latent_error" in base:
-                    growth.append(cell["latent_error"] - base["latent_error"] <= ERROR_GROWTH)
-                if wall_times_compare(cell, base):
-                    cost.append(cell["s_per_step"] <= (1 + LORA_COST) * base["s_per_step"])
-                    if "s_per_step_rounds" in base:
-                        cost_fastest.append(min(cell["s_per_step_rounds"]) <= (1 + LORA_COST) * min(base["s_per_step_rounds"]))
-                cell_ms, base_ms = gpu_ms_per_step(cell), gpu_ms_per_step(base)
-                if cell_ms is not None and base_ms is not None:
-                    cost_gpu.append(cell_ms <= (1 + LORA_COST) * base_ms)
-        if run["vram_cap_gib"]:
-            # every state both ran, and the first run after each load
-            for state in ("none", "one LoRA"):
-                ours = next(c for c in cells if c["variant"] == "ours_fp8" and c["lora"] == state)
-                stock = next(c for c in cells if c["variant"] == "stock_fp8" and c["lora"] == state)
-                if wall_times_compare(ours, stock):
-                    cap_speed.append(ours["s_per_step"] <= stock["s_per_step"])
-                if state == "none" and "first_run_s_per_step" in ours:
-                    cap_speed.append(ours["first_run_s_per_step"] <= stock["first_run_s_per_step"])
+    timed_later = set()
+    for session in sessions:
+        timed = {(run["label"], run["vram_cap_gib"], cell["variant"]) for run in session for cell in run["results"]}
+        for run in session:
+            _run_verdicts(run, timed_later, growth, cost, cost_fastest, cost_gpu, removed, cap_speed)
+        timed_later |= timed
     rows = [(f"latent error with a LoRA within {ERROR_GROWTH} of the same variant without", growth),
             ("LoRA removed gives the unpatched output bit for bit", removed),
-            (f"a LoRA costs at most {LORA_COST:.0%} s/step", cost),
+            (f"a LoRA costs at most {LORA_COST:.0%} s/step (the newest session's tables of each host)", cost),
             ("the same, fastest round against fastest round (tables with rounds)", cost_fastest),
             (f"a LoRA costs at most {LORA_COST:.0%} GPU time per step (profiled cells)", cost_gpu),
             ("under the 8 GiB cap, ours FP8 no slower than stock fp8_e4m3fn (first run, none, one LoRA)", cap_speed)]
     lines = [*table_head("criterion", "cells that hold")]
     lines += [f"| {name} | {f'{sum(held)} of {len(held)}' if held else 'no cells measured yet'} |" for name, held in rows]
     return "\n".join(lines) + "\n"
+
+
+def _run_verdicts(run, timed_later, growth, cost, cost_fastest, cost_gpu, removed, cap_speed):
+    """verdicts' criteria over one run's cells, appended to its lists; timed_later: the (host, cap, variant) a
+    newer session timed, whose cost this run's cells no longer count for."""
+    cells = run["results"]
+    for variant in ("ours_fp8", "ours_weight_only"):
+        mine = [c for c in cells if c["variant"] == variant and not c.get("compiled") and "error" not in c]
+        if not mine:
+            continue
+        timed_again = (run["label"], run["vram_cap_gib"], variant) in timed_later
+        base = mine[0]
+        for cell in mine[1:]:
+            if cell["lora"] == "LoRA removed":
+                removed.append(cell.get("bit_equal_to_none", False))
+                continue
+            # a capped run measures errors only against the references its full-VRAM run left
+            if "latent_error" in cell and "latent_error" in base:
+                growth.append(cell["latent_error"] - base["latent_error"] <= ERROR_GROWTH)
+            if timed_again:
+                continue
+            if wall_times_compare(cell, base):
+                cost.append(cell["s_per_step"] <= (1 + LORA_COST) * base["s_per_step"])
+                if "s_per_step_rounds" in base:
+                    fastest, base_fastest = min(cell["s_per_step_rounds"]), min(base["s_per_step_rounds"])
+                    cost_fastest.append(fastest <= (1 + LORA_COST) * base_fastest)
+            cell_ms, base_ms = gpu_ms_per_step(cell), gpu_ms_per_step(base)
+            if cell_ms is not None and base_ms is not None:
+                cost_gpu.append(cell_ms <= (1 + LORA_COST) * base_ms)
+    if run["vram_cap_gib"]:
+        # every state both ran, and the first run after each load
+        for state in ("none", "one LoRA"):
+            ours = next(c for c in cells if c["variant"] == "ours_fp8" and c["lora"] == state)
+            stock = next(c for c in cells if c["variant"] == "stock_fp8" and c["lora"] == state)
+            if wall_times_compare(ours, stock):
+                cap_speed.append(ours["s_per_step"] <= stock["s_per_step"])
+            if state == "none" and "first_run_s_per_step" in ours:
+                cap_speed.append(ours["first_run_s_per_step"] <= stock["first_run_s_per_step"])
 
 
 def server_section(server):
@@ -174,14 +195,15 @@ def server_section(server):
 
 def lora_results():
     """The LoRA section of the results page, as markdown."""
-    current = [json.loads((RESULTS / name).read_text()) for name in CURRENT_TABLES]
+    sessions = [[json.loads((RESULTS / name).read_text()) for name in session] for session in CURRENT_SESSIONS]
+    current = [run for session in sessions for run in session]
     earlier = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("lora_*.json"))
                if path.name != "lora_server.json" and path.name not in CURRENT_TABLES]
     server = json.loads((RESULTS / "lora_server.json").read_text())
     sections = ["## LoRA, offloading and DynamicVRAM (the LoRA issue)\n",
                 (BENCH / "analysis_lora.md").read_text(),
                 f"\n### The criteria, over the current tables (the first {len(current)} below)\n",
-                verdicts(current), "\n" + server_section(server)]
+                verdicts(sessions), "\n" + server_section(server)]
     sections += ["\n" + matrix_table(run) for run in current]
     sections += ["\n## Earlier tables, older code (analysis_lora.md says which)\n"]
     sections += ["\n" + matrix_table(run) for run in earlier]

@@ -24,21 +24,37 @@ def run():
                         _cell("strength changed", 0.161)]}  # not profiled
 
 
-def _rows(runs):
-    return dict(line.strip("| ").split(" | ") for line in verdicts(runs).splitlines()[2:])
+def _rows(sessions):
+    return dict(line.strip("| ").split(" | ") for line in verdicts(sessions).splitlines()[2:])
+
+
+COST = "a LoRA costs at most 5% s/step (the newest session's tables of each host)"
 
 
 def test_the_lora_cost_in_gpu_time_is_its_own_criterion(run):
-    rows = _rows([run])
+    rows = _rows([[run]])
     assert rows["a LoRA costs at most 5% GPU time per step (profiled cells)"] == "1 of 2"
     # a profiled step's wall time is mostly the profiler's: no s/step verdict from a profiled cell or base
-    assert rows["a LoRA costs at most 5% s/step"] == "no cells measured yet"
+    assert rows[COST] == "no cells measured yet"
 
 
 def test_wall_times_count_where_neither_cell_was_profiled(run):
     for cell in run["results"]:
         cell.pop("profile_per_step", None)
-    assert _rows([run])["a LoRA costs at most 5% s/step"] == "2 of 3"
+    assert _rows([[run]])[COST] == "2 of 3"
+
+
+def test_a_newer_sessions_timing_of_a_host_replaces_the_older_ones(run):
+    for cell in run["results"]:
+        cell.pop("profile_per_step", None)
+        cell["latent_error"] = 0.07
+    newer = dict(run, results=[_cell("none", 0.100), _cell("one LoRA", 0.104), _cell("two stacked", 0.106)])
+    other_host = dict(run, label="0.3.75")
+    rows = _rows([[newer], [run, other_host]])
+    # the newer session's 2 cells of 0.33, and 0.3.75's 3, which no newer session timed
+    assert rows[COST] == "3 of 5"
+    # errors count in every current table
+    assert rows["latent error with a LoRA within 0.01 of the same variant without"] == "6 of 6"
 
 
 def test_profiled_cells_show_their_gpu_time_and_its_cost(run):
