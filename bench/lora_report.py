@@ -126,7 +126,8 @@ def verdicts(sessions):
     growth, cost, cost_fastest, cost_gpu, removed, cap_speed = [], [], [], [], [], []
     timed_later = set()
     for session in sessions:
-        timed = {(run["label"], run["vram_cap_gib"], cell["variant"]) for run in session for cell in run["results"]}
+        timed = {(run["label"], run["vram_cap_gib"], cell["variant"])
+                 for run in session for cell in run["results"] if not cell.get("compiled")}
         for run in session:
             _run_verdicts(run, timed_later, growth, cost, cost_fastest, cost_gpu, removed, cap_speed)
         timed_later |= timed
