@@ -123,13 +123,14 @@ def verdicts(sessions):
     """Each criterion of the issue over every ours cell of every run (sessions: lists of runs, newest first): how
     many hold. A LoRA's cost counts, for each host, cap and variant, in the newest session that timed it:
     older timings of the same cells ran older code."""
-    growth, cost, cost_fastest, cost_gpu, removed, cap_speed = [], [], [], [], [], []
+    growth, cost, cost_fastest, cost_gpu, removed, cap_speed = held = [], [], [], [], [], []
     timed_later = set()
     for session in sessions:
         timed = {(run["label"], run["vram_cap_gib"], cell["variant"])
                  for run in session for cell in run["results"] if not cell.get("compiled")}
         for run in session:
-            _run_verdicts(run, timed_later, growth, cost, cost_fastest, cost_gpu, removed, cap_speed)
+            for total, part in zip(held, _run_verdicts(run, timed_later)):
+                total += part
         timed_later |= timed
     rows = [(f"latent error with a LoRA within {ERROR_GROWTH} of the same variant without", growth),
             ("LoRA removed gives the unpatched output bit for bit", removed),
@@ -142,9 +143,11 @@ def verdicts(sessions):
     return "\n".join(lines) + "\n"
 
 
-def _run_verdicts(run, timed_later, growth, cost, cost_fastest, cost_gpu, removed, cap_speed):
-    """verdicts' criteria over one run's cells, appended to its lists; timed_later: the (host, cap, variant) a
-    newer session timed, whose cost this run's cells no longer count for."""
+def _run_verdicts(run, timed_later):
+    """verdicts' criteria over one run's cells: (growth, cost, cost_fastest, cost_gpu, removed, cap_speed), each a
+    list of whether a cell holds it; timed_later: the (host, cap, variant) a newer session timed, whose cost this
+    run's cells no longer count for."""
+    growth, cost, cost_fastest, cost_gpu, removed, cap_speed = [], [], [], [], [], []
     cells = run["results"]
     for variant in ("ours_fp8", "ours_weight_only"):
         mine = [c for c in cells if c["variant"] == variant and not c.get("compiled") and "error" not in c]
@@ -178,6 +181,7 @@ def _run_verdicts(run, timed_later, growth, cost, cost_fastest, cost_gpu, remove
                 cap_speed.append(ours["s_per_step"] <= stock["s_per_step"])
             if state == "none" and "first_run_s_per_step" in ours:
                 cap_speed.append(ours["first_run_s_per_step"] <= stock["first_run_s_per_step"])
+    return growth, cost, cost_fastest, cost_gpu, removed, cap_speed
 
 
 def server_section(server):
