@@ -79,3 +79,12 @@ def test_compiled_cells_name_how_they_were_compiled(run):
     labels = [line.split(" | ")[0].strip("| ") for line in matrix_table(run).splitlines() if "| ours FP8" in line]
     assert labels == ["ours FP8 matmul (compiled with CUDA graphs)", "ours FP8 matmul (TorchCompileModel)",
                       "ours FP8 matmul"]
+
+
+def test_a_run_cut_short_counts_its_single_round_cells_in_s_per_step_only(run):
+    # a job's time limit stopped the second round after "none": the other cells have one round
+    run["results"] = [dict(_cell("none", 0.100), s_per_step_rounds=[0.100, 0.101]), _cell("one LoRA", 0.104),
+                      _cell("two stacked", 0.110)]
+    rows = _rows([[run]])
+    assert rows[COST] == "1 of 2"
+    assert rows["the same, fastest round against fastest round (tables with rounds)"] == "no cells measured yet"
