@@ -24,21 +24,22 @@ LABELS = {"stock_default": "stock default", "stock_fp8": "stock fp8_e4m3fn", "ou
 COMPILED_LABELS = {True: " (TorchCompileModel)", "compiled": " (TorchCompileModel)",
                    "cuda_graphs": " (compiled with CUDA graphs)", None: ""}
 # The tables the criteria count, by session, newest first: those that ran the LoRA path as it stands (K-aligned
-# LoRA columns written by the norm, few rows added after the GEMM; twenty-fifth session on), and for the one
-# cell of the matrix not rerun with it (0.33 without DynamicVRAM under the cap) the nineteenth session's
-# table, whose note says how its code differs. The thirty-sixth session's ran the code of the thirty-third
-# (the column kernel joining the weight, the context stream's down projection in the norm's launch) with the
-# thirty-fourth's harness (comfy-aimdo's log level as main.py sets it). Tables of older code
+# LoRA columns written by the norm, few rows added after the GEMM; twenty-fifth session on). The thirty-sixth and
+# thirty-seventh sessions' ran the code of the thirty-third (the column kernel joining the weight, the context
+# stream's down projection in the norm's launch) with the thirty-fourth's harness (comfy-aimdo's log level as
+# main.py sets it); the thirty-seventh's reran every 8 GiB table with it. Tables of older code
 # (analysis_lora.md says which) come after them.
 CURRENT_SESSIONS = (
+    ("lora_033_DynamicVRAM_cap8_37.json", "lora_033_DynamicVRAM_references37.json", "lora_033_no_DynamicVRAM37.json",
+     "lora_033_no_DynamicVRAM_weight_only37.json", "lora_033_no_DynamicVRAM_cap8_37.json",
+     "lora_0375_cap8_37.json", "lora_0375_references37.json"),
     ("lora_033_DynamicVRAM_counted36.json", "lora_033_DynamicVRAM_counted36b.json",
      "lora_033_no_DynamicVRAM_counted36.json", "lora_0375_counted36.json", "lora_033_DynamicVRAM_profiled36.json"),
     ("lora_033_DynamicVRAM_counted34.json",),
     ("lora_033_DynamicVRAM_counted30.json", "lora_033_DynamicVRAM_ours_fp8_compiled30.json"),
     ("lora_033_DynamicVRAM_counted26.json", "lora_033_DynamicVRAM_cap8_26.json", "lora_0375_26.json",
      "lora_0375_counted26.json", "lora_0375_probe26.json"),
-    ("lora_033_DynamicVRAM_profiled25.json", "lora_033_no_DynamicVRAM25.json"),
-    ("lora_033_no_DynamicVRAM_cap8.json",))
+    ("lora_033_DynamicVRAM_profiled25.json", "lora_033_no_DynamicVRAM25.json"))
 CURRENT_TABLES = tuple(name for session in CURRENT_SESSIONS for name in session)
 # The criteria of the LoRA issue, for this pack's variants
 ERROR_GROWTH, LORA_COST = 0.01, 0.05
