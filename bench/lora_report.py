@@ -167,7 +167,8 @@ def _run_verdicts(run, timed_later):
                 continue
             if wall_times_compare(cell, base):
                 cost.append(cell["s_per_step"] <= (1 + LORA_COST) * base["s_per_step"])
-                if "s_per_step_rounds" in base and "s_per_step_rounds" in cell:  # a run cut short: not every cell
+                # a run cut short by its time limit leaves some cells with one round
+                if "s_per_step_rounds" in base and "s_per_step_rounds" in cell:
                     fastest, base_fastest = min(cell["s_per_step_rounds"]), min(base["s_per_step_rounds"])
                     cost_fastest.append(fastest <= (1 + LORA_COST) * base_fastest)
             cell_ms, base_ms = gpu_ms_per_step(cell), gpu_ms_per_step(base)
