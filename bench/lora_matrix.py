@@ -353,6 +353,7 @@ def main():
            "model_patcher": getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher).__name__,
            "vram_cap_gib": args.vram_cap_gib, "device": torch.cuda.get_device_name(0),
            "driver": nvidia_driver_version(), "torch": torch.__version__, "python": platform.python_version(),
+           "allocator": torch.cuda.get_allocator_backend(),
            "model": "SD3.5 Large", "size": args.size, "steps": args.steps, "cfg": CFG, "batch": 2, "sampler": SAMPLER,
            "lora_rank": 16,
            "command": " ".join(["python"] + sys.argv), "reference": "stock default, same LoRA state", "results": []}

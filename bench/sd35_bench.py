@@ -420,6 +420,7 @@ def main():
            "cfg": CFG, "batch": 2, "sampler": SAMPLER, "vram_cap_gib": args.vram_cap_gib,
            "device": torch.cuda.get_device_name(0), "driver": nvidia_driver_version(), "torch": torch.__version__,
            "comfyui": comfyui_version.__version__, "python": platform.python_version(),
+           "allocator": torch.cuda.get_allocator_backend(),
            "command": " ".join(["python"] + sys.argv), "reference": "stock_default eager",
            # since the thirteenth session; before it, the harness waited for the GPU at every step
            "step_timing": "cuda_events", "results": []}
