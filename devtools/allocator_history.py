@@ -15,6 +15,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parent.parent
 # frames that name a code site: this pack's and ComfyUI's
 _SITE_PATHS = ("/quant/", "/nodes/", "/comfy/", "comfy_aimdo")
@@ -77,7 +79,6 @@ def summarize(snapshot):
 
 
 def main():
-    import torch
     summary_path, matrix_args, command = sys.argv[1], sys.argv[2:], " ".join(["python"] + sys.argv)
     sys.path.insert(0, str(REPO / "bench"))
     spec = importlib.util.spec_from_file_location("lora_matrix", REPO / "bench" / "lora_matrix.py")
