@@ -87,6 +87,8 @@ def step_accounting():
                       "gc": gc_state["collections"], "gc_s": round(gc_state["seconds"], 4),
                       # what it holds beyond the live tensors is VRAM DynamicVRAM cannot stage weights in
                       "reserved_gib": round(torch.cuda.memory_reserved() / _GIB, 3) if cuda else 0.0,
+                      # the live tensors in it: the rest is cached, or pinned by a live tensor in its segment
+                      "allocated_gib": round(torch.cuda.memory_allocated() / _GIB, 3) if cuda else 0.0,
                       "device_allocations": allocations - last[2],
                       "host_probe_s": host_probe(),
                       **({"launch_probe_s": launch_probe()} if cuda else {}),
