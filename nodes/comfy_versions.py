@@ -60,8 +60,14 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
                 # A change that is not of low rank (DoRA, OFT, a LoRA of rank > 64) can widen a channel past
                 # the range of the layer's scale, which would clip it.
                 merged_scale = None if low_rank is not None else weight_scale_like(patched, layer.weight_scale)
+                del patched
+                eager_cuda = stored.is_cuda and not torch.compiler.is_compiling()
+                if eager_cuda and low_rank is not None:
+                    # its few small tensors would otherwise pin the memory of the transients and
+                    # activations they land among (quant/kernels/tensor_arena.py)
+                    low_rank = low_rank.placed(layer.side_path_arena)
                 layer.sd35_side_path_found = (entries, low_rank, merged_scale)
-                if stored.is_cuda and not torch.compiler.is_compiling():
+                if eager_cuda:
                     # The search's fp32 copies of the weight (several hundred MB for SD3.5 Large's
                     # fc1) would stay in torch's cache for the whole run: under an 8 GiB cap with
                     # DynamicVRAM on an H200 that left 30-40 more of Large's weights to stage per step

@@ -25,6 +25,7 @@ from ..quant.kernels.linear_dispatch import linear_for, norm_rows_linear_for
 from ..quant.kernels.low_rank import lora_beside
 from ..quant.kernels.opaque_op import compiled_code_launches_kernels
 from ..quant.kernels.small_m_linear import SMALL_M_MAX_ROWS
+from ..quant.kernels.tensor_arena import TensorArena
 from ..quant.scales import weight_scale_like
 from .comfy_versions import call_patches, cast_stored_weight, keep_stored_dtype, weight_adapters
 
@@ -33,6 +34,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
     compute_path: ComputePath  # set per model by make_fp8_ops
     compute_dtype: torch.dtype  # likewise
     lora_columns: bool  # likewise: whether a LoRA beside the weight needs its FP8 columns (fp8_rows_kernels)
+    side_path_arena: TensorArena  # likewise: where the LoRA side paths found at call time are kept
     # GELU_TANH on an MLP's fc2 whose GELU the loader moved into it (nodes/mlp_gelu.py): the layer
     # then takes the pre-activation input. Quantized layers only; not part of the state dict.
     input_activation = None
@@ -184,7 +186,7 @@ def make_fp8_ops(compute_path: ComputePath, compute_dtype: torch.dtype):
     takes_rows = compute_path.fp8_rows_kernels
     linear = type("Linear", (FP8Linear,), {
         "compute_path": compute_path, "compute_dtype": compute_dtype, "linears": linears,
-        "lora_columns": takes_rows,
+        "lora_columns": takes_rows, "side_path_arena": TensorArena(),
         # a plain function as a class attribute would be bound to the layer
         "norm_rows_linear": staticmethod(norm_rows_linear_for(compute_path)) if takes_rows else None})
     return type("FP8Ops", (comfy.ops.manual_cast,), {"Linear": linear})

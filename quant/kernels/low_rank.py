@@ -17,6 +17,7 @@ import torch
 
 from ..scales import dequantize_weight
 from .low_rank_columns import RankColumns, fits_in_columns, rank_columns
+from .tensor_arena import TensorArena
 
 MAX_RANK = 64
 # probes beyond the rank sought make the range finder exact to fp32 rounding (Halko et al., sec. 4.2)
@@ -47,6 +48,11 @@ class LowRank(NamedTuple):
         out2d = out.view(-1, out.shape[-1])
         out2d.addmm_(x.reshape(-1, x.shape[-1]) @ down.t(), up.t())
         return out
+
+    def placed(self, arena: TensorArena) -> "LowRank":
+        """The same side path with its tensors copied into arena (tensor_arena.py)."""
+        columns = None if self.columns is None else RankColumns(*(arena.place(t) for t in self.columns))
+        return LowRank(arena.place(self.up), arena.place(self.down), columns)
 
     def merge_into(self, weight: torch.Tensor) -> torch.Tensor:
         """weight += up @ down, in place: for a weight dequantized for this call only, cheaper than
