@@ -27,9 +27,12 @@ COMPILED_LABELS = {True: " (TorchCompileModel)", "compiled": " (TorchCompileMode
 # LoRA columns written by the norm, few rows added after the GEMM; twenty-fifth session on). The thirty-sixth and
 # thirty-seventh sessions' ran the code of the thirty-third (the column kernel joining the weight, the context
 # stream's down projection in the norm's launch) with the thirty-fourth's harness (comfy-aimdo's log level as
-# main.py sets it); the thirty-seventh's reran every 8 GiB table with it. Tables of older code
-# (analysis_lora.md says which) come after them.
+# main.py sets it); the thirty-seventh's reran every 8 GiB table with it, and the thirty-ninth's again with the
+# allocator main.py chooses (cudaMallocAsync) in the environment. Tables of older code (analysis_lora.md says
+# which) come after them.
 CURRENT_SESSIONS = (
+    ("lora_033_DynamicVRAM_cap8_39.json", "lora_033_DynamicVRAM_references39.json",
+     "lora_033_no_DynamicVRAM_cap8_39.json", "lora_0375_cap8_39.json"),
     ("lora_033_DynamicVRAM_cap8_37.json", "lora_033_DynamicVRAM_references37.json", "lora_033_no_DynamicVRAM37.json",
      "lora_033_no_DynamicVRAM_weight_only37.json", "lora_033_no_DynamicVRAM_cap8_37.json",
      "lora_0375_cap8_37.json", "lora_0375_references37.json"),
