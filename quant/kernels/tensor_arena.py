@@ -29,7 +29,10 @@ class TensorArena:
         if size > self.chunk_bytes:
             return tensor.clone(memory_format=torch.contiguous_format)
         offset = -(-self._filled // _ALIGNMENT) * _ALIGNMENT
-        if self._chunk is None or self._chunk.device != tensor.device or offset + size > self.chunk_bytes:
+        # a chunk made during sampling (inference mode) cannot be written outside it (LoRA training)
+        stale = self._chunk is not None and self._chunk.is_inference() and not torch.is_inference_mode_enabled()
+        if (self._chunk is None or stale or self._chunk.device != tensor.device
+                or offset + size > self.chunk_bytes):
             self._chunk = torch.empty(self.chunk_bytes, dtype=torch.uint8, device=tensor.device)
             offset = 0
         self._filled = offset + size

@@ -32,6 +32,19 @@ def test_a_full_chunk_is_left_to_its_tensors_and_a_new_one_begun():
     assert _chunk_of(arena.place(torch.randn(10))) == _chunk_of(third)
 
 
+def test_tensors_placed_in_inference_mode_leave_the_arena_usable_outside_it():
+    """Side paths are found during sampling, in inference mode, and can be found again outside it (LoRA
+    training on the same model), where an inference tensor cannot be written."""
+    arena = TensorArena()
+    with torch.inference_mode():
+        during_sampling = arena.place(torch.randn(10))
+    after = arena.place(torch.randn(10))
+    assert during_sampling.is_inference() and not after.is_inference()
+    assert _chunk_of(after) != _chunk_of(during_sampling)
+    with torch.inference_mode():
+        assert _chunk_of(arena.place(torch.randn(10))) == _chunk_of(after)
+
+
 def test_a_placed_side_path_computes_what_the_side_path_computes():
     weight_fp8, scale = quantize_weight(torch.randn(96, 256) * 256 ** -0.5)
     real = dequantize_weight(weight_fp8, scale)
