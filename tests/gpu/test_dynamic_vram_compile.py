@@ -24,6 +24,10 @@ def test_torch_compile_model_node_on_our_model_with_a_lora(tmp_path):
     # Twice the bound below: a compiled copy that lost the LoRA could not pass it
     assert result["finite"] and result["lora_effect"] > 2 * COMPILED_BOUND, result
     assert result["compiled_error"] <= COMPILED_BOUND, result
+    if result["allocator"] == "cudaMallocAsync":
+        # ComfyUI's main.py's default: Inductor's CUDA graphs fail on it, so the node says what to do instead
+        assert result["graphs_refused_with"] == result["refusal"] and "--disable-cuda-malloc" in result["refusal"]
+        return
     # with CUDA graphs: the same bound, graphs recorded for the step and none skipped, a replay the same
     assert result["graphs_error"] <= COMPILED_BOUND and result["graphs_replayed_equal"], result
     assert result["graphs_recorded"] > 0 and result["graph_skips"] == 0, result
