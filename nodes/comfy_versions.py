@@ -22,6 +22,7 @@ import comfy.utils
 from comfy.ops import cast_bias_weight
 
 from ..quant.kernels.low_rank import lora_beside
+from ..quant.kernels.low_rank_columns import RankColumns, adds_after_gemm
 from ..quant.scales import weight_scale_like
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -45,38 +46,63 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
     tensor it returns the patched fp8 tensor, given stored values in a float dtype (0.33 DynamicVRAM)
     the patched values in that dtype and scale, which ComfyUI then rounds to fp8."""
 
-    def low_rank(self, stored):
+    def low_rank(self, stored, rows=None):
+        """rows: the rows of the call asking, which decide whether the side path needs the LoRA as FP8 columns
+        of the GEMM (quant/kernels/linear_dispatch.py); None: ComfyUI's cast, which asks only whether the LoRA
+        stays beside the weight. The columns are made for the first call that joins them: the context stream's
+        few rows never do (about 80 MiB of VRAM for a rank-16 LoRA on SD3.5 Large's qkv and fc1)."""
+        layer = self.sd35_fp8_layer
         if not hasattr(self, "sd35_low_rank"):
-            layer = self.sd35_fp8_layer
             # 0.33's DynamicVRAM builds new patch objects at every load, i.e. every run: the layer
             # keeps the side path of the patch entries it was found for (the same tuples while the
             # LoRA and its strength stay), so a run with an unchanged LoRA does not search again.
             # The last one found stays until another replaces it (rank x (in + out) values).
             entries = tuple(self.patches[self.key])
-            found_for, low_rank, merged_scale = getattr(layer, "sd35_side_path_found", ((), None, None))
+            found_for, *found = getattr(layer, "sd35_side_path_found", ((), None, None, False))
             if len(found_for) != len(entries) or any(a is not b for a, b in zip(found_for, entries)):
-                patched = self._patched(stored, torch.float32)
-                low_rank = lora_beside(stored, layer.weight_scale, patched, layer.compute_dtype, layer.lora_columns)
-                # A change that is not of low rank (DoRA, OFT, a LoRA of rank > 64) can widen a channel past
-                # the range of the layer's scale, which would clip it.
-                merged_scale = None if low_rank is not None else weight_scale_like(patched, layer.weight_scale)
-                del patched
-                eager_cuda = stored.is_cuda and not torch.compiler.is_compiling()
-                if eager_cuda and low_rank is not None:
-                    # its few small tensors would otherwise pin the memory of the transients and
-                    # activations they land among (quant/kernels/tensor_arena.py)
-                    low_rank = low_rank.placed(layer.side_path_arena)
-                layer.sd35_side_path_found = (entries, low_rank, merged_scale)
-                if eager_cuda:
-                    # The search's fp32 copies of the weight (several hundred MB for SD3.5 Large's
-                    # fc1) would stay in torch's cache for the whole run: under an 8 GiB cap with
-                    # DynamicVRAM on an H200 that left 30-40 more of Large's weights to stage per step
-                    # with a LoRA than without (bench/results/lora_033_DynamicVRAM_cap8.json).
-                    # Not while TorchCompileModel traces the layer, whose LoRA run was measured
-                    # without this call.
-                    torch.cuda.empty_cache()
-            self.sd35_low_rank, self.sd35_merged_scale = low_rank, merged_scale
+                found = self._search(stored, entries)
+            self.sd35_low_rank, self.sd35_merged_scale, self.sd35_columns_considered = found
+        if rows is not None and not self.sd35_columns_considered:
+            low_rank = self.sd35_low_rank
+            if (low_rank is not None and layer.lora_columns
+                    and not adds_after_gemm(rows, layer.in_features)):
+                low_rank = low_rank.with_columns(layer.weight_scale)
+                if low_rank.columns is not None and _eager_cuda(stored):
+                    low_rank = low_rank._replace(columns=RankColumns(
+                        *(layer.side_path_arena.place(t) for t in low_rank.columns)))
+                self.sd35_low_rank, self.sd35_columns_considered = low_rank, True
+                found_for = layer.sd35_side_path_found[0]
+                layer.sd35_side_path_found = (found_for, low_rank, self.sd35_merged_scale, True)
         return self.sd35_low_rank
+
+    def _search(self, stored, entries):
+        """(side path or None, merged scale or None, whether its columns were considered) for this LoRA,
+        kept on the layer for the patch entries it was found for."""
+        layer = self.sd35_fp8_layer
+        patched = self._patched(stored, torch.float32)
+        # Under TorchCompileModel the layer is traced once, with its columns if it takes any.
+        columns_now = layer.lora_columns and torch.compiler.is_compiling()
+        low_rank = lora_beside(stored, layer.weight_scale, patched, layer.compute_dtype, columns_now)
+        # A change that is not of low rank (DoRA, OFT, a LoRA of rank > 64) can widen a channel past
+        # the range of the layer's scale, which would clip it.
+        merged_scale = None if low_rank is not None else weight_scale_like(patched, layer.weight_scale)
+        del patched
+        eager_cuda = _eager_cuda(stored)
+        if eager_cuda and low_rank is not None:
+            # its few small tensors would otherwise pin the memory of the transients and
+            # activations they land among (quant/kernels/tensor_arena.py)
+            low_rank = low_rank.placed(layer.side_path_arena)
+        found = (low_rank, merged_scale, columns_now or not layer.lora_columns)
+        layer.sd35_side_path_found = (entries, *found)
+        if eager_cuda:
+            # The search's fp32 copies of the weight (several hundred MB for SD3.5 Large's
+            # fc1) would stay in torch's cache for the whole run: under an 8 GiB cap with
+            # DynamicVRAM on an H200 that left 30-40 more of Large's weights to stage per step
+            # with a LoRA than without (bench/results/lora_033_DynamicVRAM_cap8.json).
+            # Not while TorchCompileModel traces the layer, whose LoRA run was measured
+            # without this call.
+            torch.cuda.empty_cache()
+        return found
 
     def merged_scale(self, stored):
         """The scale of the weight this patch merges into (None where its LoRA stays beside the weight)."""
@@ -97,6 +123,10 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
         if weight.dtype in _FLOAT_DTYPES:
             return stored
         return comfy.float.stochastic_rounding(stored, weight.dtype, seed=string_to_seed(self.key))
+
+
+def _eager_cuda(tensor):
+    return tensor.is_cuda and not torch.compiler.is_compiling()
 
 
 def _lowvram_function(layer):
@@ -193,15 +223,16 @@ def _as_stored(layer, input):
     return weight, None if bias is None else bias.to(input.dtype)
 
 
-def call_patches(layer, weight):
+def call_patches(layer, weight, rows):
     """(the low-rank LoRA of this call (quant.low_rank.LowRank) or None, the scale of the FP8 weight it
-    computes with: the layer's, or a merged LoRA's own); weight: what cast_stored_weight returned."""
+    computes with: the layer's, or a merged LoRA's own); weight: what cast_stored_weight returned; rows: the
+    call's rows (ScaledLowVramPatch.low_rank)."""
     low_rank = getattr(layer.weight, "sd35_low_rank", None)
     scale = getattr(layer.weight, "sd35_weight_scale", None)
     if low_rank is None and scale is None:
         for patch in (*layer.weight_function, _lowvram_function(layer)):
             if isinstance(patch, ScaledLowVramPatch):
-                low_rank, scale = patch.low_rank(weight), patch.merged_scale(weight)
+                low_rank, scale = patch.low_rank(weight, rows), patch.merged_scale(weight)
                 break
     # rank 0: a LoRA that leaves the layer as it is (LoraLoader's model strength 0 beside a CLIP strength, an
     # adapter of zeros), found and kept like any other so that ComfyUI's cast leaves the weight alone

@@ -69,7 +69,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
             # another dtype (ComfyUI's ModelComputeDtype) runs these layers in bf16
             return self.forward_comfy_cast_weights(input.to(self.compute_dtype)).to(input.dtype)
         weight, bias, offload_stream = cast_stored_weight(self, input)
-        low_rank, scale = call_patches(self, weight)
+        low_rank, scale = call_patches(self, weight, input.numel() // input.shape[-1])
         activation = self.input_activation
         if activation is not None and self.forward_replaced():
             activation = None
@@ -100,7 +100,7 @@ class FP8Linear(comfy.ops.manual_cast.Linear):
         """This layer on modulate(layer_norm(x), shift, scale), normalized, modulated and quantized to
         FP8 rows in one pass; only where takes_fp8_rows(x). The output has x's dtype and leading shape."""
         weight, bias, offload_stream = cast_stored_weight(self, x)
-        low_rank, weight_scale = call_patches(self, weight)
+        low_rank, weight_scale = call_patches(self, weight, x.shape[0] * x.shape[1])
         out = self.norm_rows_linear(x, shift, scale, eps, weight, _on_device(weight_scale, x.device), bias, low_rank)
         uncast_bias_weight(self, weight, bias, offload_stream)
         return out.reshape(*x.shape[:-1], weight.shape[0])

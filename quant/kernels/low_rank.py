@@ -49,6 +49,15 @@ class LowRank(NamedTuple):
         out2d.addmm_(x.reshape(-1, x.shape[-1]) @ down.t(), up.t())
         return out
 
+    def with_columns(self, weight_scale: torch.Tensor) -> "LowRank":
+        """The same side path with the LoRA also as FP8 columns of the layer's GEMM (low_rank_columns.py), made
+        from the factors as stored, for a layer whose weight has weight_scale; as it is where they would not fit
+        in the GEMM (a LoRA too strong for them) or at rank 0."""
+        if not self.up.shape[1]:
+            return self
+        columns = rank_columns(self.up, self.down, weight_scale.to(self.up.device))
+        return self._replace(columns=columns) if fits_in_columns(columns, self.down.shape[1]) else self
+
     def placed(self, arena: TensorArena) -> "LowRank":
         """The same side path with its tensors copied into arena (tensor_arena.py)."""
         columns = None if self.columns is None else RankColumns(*(arena.place(t) for t in self.columns))
@@ -96,8 +105,5 @@ def lora_beside(weight_fp8: torch.Tensor, weight_scale: torch.Tensor, patched: t
     factors = low_rank_factors(patched - real, float(rounding * torch.linalg.matrix_norm(patched)))
     if factors is None:
         return None
-    columns = (rank_columns(factors.up, factors.down, weight_scale.to(patched.device))
-               if with_columns and factors.up.shape[1] else None)
-    if columns is not None and not fits_in_columns(columns, patched.shape[1]):
-        columns = None
-    return LowRank(factors.up.to(dtype), factors.down.to(dtype), columns)
+    low_rank = LowRank(factors.up.to(dtype), factors.down.to(dtype))
+    return low_rank.with_columns(weight_scale) if with_columns else low_rank
