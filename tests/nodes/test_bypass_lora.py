@@ -11,9 +11,10 @@ from devtools.tiny_sd3 import write_checkpoint
 
 TARGETS = (".attn.qkv.weight", ".mlp.fc1.weight", ".mlp.fc2.weight")
 # the LoRA at full precision beside the FP8 layer, as through LoraLoader (tests/nodes/test_loaders.py):
-# growth of the final latent's error over the model's without it, measured below 0.005. Before the fix
-# each fc2, which applies its MLP's GELU itself, handed the LoRA its input before the GELU: +0.32 to +0.49.
-BYPASS_ERROR_GROWTH = 0.01
+# growth of the final latent's error over the model's without it, -0.002 to 0.011 over seeds 1-96 on ComfyUI
+# 0.33.0 (mean 0.004, above 0.01 for 2 of them; 0.0108 once in CI, failing the earlier bound of 0.01). Before the
+# fix each fc2, which applies its MLP's GELU itself, handed the LoRA its input before the GELU: +0.32 to +0.49.
+BYPASS_ERROR_GROWTH = 0.02
 
 
 def test_a_bypass_lora_samples_the_fp8_model_as_the_unquantized_one(pack, models_dir):
@@ -45,5 +46,5 @@ def test_a_bypass_lora_samples_the_fp8_model_as_the_unquantized_one(pack, models
     expected = sample(with_bypass(unquantized))
     assert relative_error(expected, sample(unquantized)) > 0.1, "the LoRA must change the image"
     growth = relative_error(sample(with_bypass(fp8)), expected) - error_without
-    assert growth <= BYPASS_ERROR_GROWTH, growth
+    assert growth <= BYPASS_ERROR_GROWTH, (growth, seed)
     assert relative_error(sample(fp8), sample(unquantized)) == error_without
