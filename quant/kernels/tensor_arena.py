@@ -3,8 +3,9 @@
 A LoRA's side paths (low_rank.py) are a few small tensors per layer, made one layer at a time in the
 middle of a sampling step, among the step's activations and the factor search's transients. Each
 allocated alone, they land in whatever free gaps the allocator holds and keep those blocks (or, with
-cudaMallocAsync, the pool's pages) from being returned when the rest is freed: under DynamicVRAM,
-memory that then holds no weights. Packed into chunks they pin only the chunks.
+cudaMallocAsync, the pool's pages) from being returned when the rest is freed. Packed into chunks they pin
+only the chunks: with a LoRA under DynamicVRAM's 8 GiB cap, 0.5-1.2 GiB less of cudaMallocAsync's pool stayed
+reserved (bench/analysis_lora.md, thirty-ninth session).
 """
 import torch
 
