@@ -22,7 +22,7 @@ import comfy.utils
 from comfy.ops import cast_bias_weight
 
 from ..quant.kernels.low_rank import lora_beside
-from ..quant.kernels.low_rank_columns import RankColumns, adds_after_gemm
+from ..quant.kernels.low_rank_columns import adds_after_gemm
 from ..quant.scales import weight_scale_like
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -68,8 +68,7 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
                     and not adds_after_gemm(rows, layer.in_features)):
                 low_rank = low_rank.with_columns(layer.weight_scale)
                 if low_rank.columns is not None and _eager_cuda(stored):
-                    low_rank = low_rank._replace(columns=RankColumns(
-                        *(layer.side_path_arena.place(t) for t in low_rank.columns)))
+                    low_rank = low_rank._replace(columns=low_rank.columns.placed(layer.side_path_arena))
                 self.sd35_low_rank, self.sd35_columns_considered = low_rank, True
                 found_for = layer.sd35_side_path_found[0]
                 layer.sd35_side_path_found = (found_for, low_rank, self.sd35_merged_scale, True)

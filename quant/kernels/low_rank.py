@@ -60,7 +60,7 @@ class LowRank(NamedTuple):
 
     def placed(self, arena: TensorArena) -> "LowRank":
         """The same side path with its tensors copied into arena (tensor_arena.py)."""
-        columns = None if self.columns is None else RankColumns(*(arena.place(t) for t in self.columns))
+        columns = None if self.columns is None else self.columns.placed(arena)
         return LowRank(arena.place(self.up), arena.place(self.down), columns)
 
     def merge_into(self, weight: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 
 from ..scales import FP8_DTYPE, FP8_MAX
 from .fp8_linear import FAST_ACCUMULATION, scale_per_output
+from .tensor_arena import TensorArena
 
 # How far a rank's activation column may reach, in standard deviations of a row whose every value sits
 # at the FP8 maximum (the widest spread an FP8 row can have); beyond it the column clamps.
@@ -48,6 +49,10 @@ MAX_COLUMNS_PER_INPUT = 0.25
 class RankColumns(NamedTuple):
     up_fp8: torch.Tensor  # (out, columns) FP8: b * c / sqrt(J) per column of its rank, zero-padded
     spread: torch.Tensor  # (rank, columns) fp32: a @ spread is the activations' columns before rounding
+
+    def placed(self, arena: TensorArena) -> "RankColumns":
+        """The same columns copied into arena (tensor_arena.py)."""
+        return RankColumns(*(arena.place(t) for t in self))
 
 
 def rank_columns(up: torch.Tensor, down: torch.Tensor, weight_scale: torch.Tensor) -> RankColumns:
