@@ -1,8 +1,14 @@
-"""A LoRA applied at call time (low VRAM, 0.33's DynamicVRAM) gets its FP8 columns (quant/kernels/
-low_rank_columns.py) only on a layer whose calls join them into the GEMM: the context stream's few rows add
-the LoRA after it and never use them (about 80 MiB of VRAM for a rank-16 LoRA on SD3.5 Large's qkv and fc1).
+"""What a layer keeps of a LoRA applied at call time (low VRAM, 0.33's DynamicVRAM), which under
+DynamicVRAM's cap is VRAM its weights cannot be staged in:
+- FP8 columns (quant/kernels/low_rank_columns.py) only where its calls join them into the GEMM: the context
+  stream's few rows add the LoRA after it and never use them (about 80 MiB for a rank-16 LoRA on SD3.5
+  Large's qkv and fc1);
+- the side path only while the LoRA is applied: a layer called without it lets go.
 The layer's calls are driven here as its forward drives them, minus the GEMM: the columns' own numerics are
 tested in tests/quant/kernels and, joined into the GEMM on a GPU, tests/gpu."""
+import gc
+import weakref
+
 import torch
 
 from devtools.factor_searches import counted_factor_searches
@@ -59,3 +65,23 @@ def test_a_layer_that_never_joins_columns_never_makes_them(pack):
     for rows in (FEW_ROWS, MANY_ROWS):
         low_rank, _ = _call(layer, rows)
         assert low_rank is not None and low_rank.columns is None
+
+
+def test_a_layer_called_without_its_lora_lets_go_of_the_side_path(pack):
+    import comfy.model_patcher
+    layer = _layer_with_lora(triton_kernels=True)
+    entries = layer.weight_lowvram_function.patches
+    low_rank, searches = _call(layer, MANY_ROWS)
+    assert searches == 1 and low_rank.columns is not None
+    kept = [weakref.ref(t) for t in (low_rank.up, low_rank.down, *low_rank.columns)]
+    del low_rank
+    # 0.33's DynamicVRAM loads a model whose LoRA was removed with no patch on the layer
+    layer.weight_lowvram_function = None
+    unpatched, searches = _call(layer, MANY_ROWS)
+    gc.collect()
+    assert unpatched is None and searches == 0
+    assert all(ref() is None for ref in kept)
+    # the same LoRA applied again is searched again
+    layer.weight_lowvram_function = comfy.model_patcher.LowVramPatch(KEY, entries)
+    again, searches = _call(layer, MANY_ROWS)
+    assert searches == 1 and again is not None
