@@ -44,7 +44,12 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
     the LoRA as a side path, found from the patched weight on first use; a LoRA without low-rank
     factors is merged, with a scale of the patched weight's own (merged_scale): given the stored fp8
     tensor it returns the patched fp8 tensor, given stored values in a float dtype (0.33 DynamicVRAM)
-    the patched values in that dtype and scale, which ComfyUI then rounds to fp8."""
+    the patched values in that dtype and scale, which ComfyUI then rounds to fp8.
+
+    What is found is kept on the layer (sd35_side_path_found: the patch entries it was found for, the side
+    path or None, the merged scale or None, whether the columns were considered), never on the patch:
+    0.33's DynamicVRAM keeps patch objects in its pinned-memory registry after their run, and with them
+    anything they hold in VRAM."""
 
     def low_rank(self, stored, rows=None):
         """rows: the rows of the call asking, which decide whether the side path needs the LoRA as FP8 columns
@@ -52,31 +57,39 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
         stays beside the weight. The columns are made for the first call that joins them: the context stream's
         few rows never do (about 80 MiB of VRAM for a rank-16 LoRA on SD3.5 Large's qkv and fc1)."""
         layer = self.sd35_fp8_layer
-        if not hasattr(self, "sd35_low_rank"):
-            # 0.33's DynamicVRAM builds new patch objects at every load, i.e. every run: the layer
-            # keeps the side path of the patch entries it was found for (the same tuples while the
-            # LoRA and its strength stay), so a run with an unchanged LoRA does not search again.
-            # It stays until another replaces it or the layer is called without a LoRA (_forget_side_path).
-            entries = tuple(self.patches[self.key])
-            found_for, *found = getattr(layer, "sd35_side_path_found", ((), None, None, False))
-            if len(found_for) != len(entries) or any(a is not b for a, b in zip(found_for, entries)):
-                found = self._search(stored, entries)
-            self.sd35_low_rank, self.sd35_merged_scale, self.sd35_columns_considered = found
-        if rows is not None and not self.sd35_columns_considered:
-            low_rank = self.sd35_low_rank
+        _, low_rank, merged_scale, columns_considered = self._found(stored)
+        if rows is not None and not columns_considered:
             if (low_rank is not None and layer.lora_columns
                     and not adds_after_gemm(rows, layer.in_features)):
                 low_rank = low_rank.with_columns(layer.weight_scale)
                 if low_rank.columns is not None and _eager_cuda(stored):
                     low_rank = low_rank._replace(columns=low_rank.columns.placed(layer.side_path_arena))
-                self.sd35_low_rank, self.sd35_columns_considered = low_rank, True
-                found_for = layer.sd35_side_path_found[0]
-                layer.sd35_side_path_found = (found_for, low_rank, self.sd35_merged_scale, True)
-        return self.sd35_low_rank
+                layer.sd35_side_path_found = (layer.sd35_side_path_found[0], low_rank, merged_scale, True)
+        return low_rank
+
+    def _found(self, stored):
+        """The layer's sd35_side_path_found for this patch's LoRA, searched for where the layer has none for it."""
+        layer = self.sd35_fp8_layer
+        found = getattr(layer, "sd35_side_path_found", None)
+        if found is not None and found[0] is getattr(self, "sd35_entries", None):
+            return found
+        # 0.33's DynamicVRAM builds new patch objects at every load, i.e. every run: the layer keeps the side
+        # path of the patch entries it was found for (the same tuples while the LoRA and its strength stay), so
+        # a run with an unchanged LoRA does not search again. It stays until another replaces it or the layer
+        # is called without a LoRA (_forget_side_path).
+        entries = tuple(self.patches[self.key])
+        if found is None or len(found[0]) != len(entries) or any(a is not b for a, b in zip(found[0], entries)):
+            found = self._search(stored, entries)
+        self.sd35_entries = found[0]
+        return found
+
+    def side_path(self):
+        """The side path this patch's LoRA rides on, or None: not searched yet, or merged."""
+        found = getattr(self.sd35_fp8_layer, "sd35_side_path_found", None)
+        return found[1] if found is not None and found[0] is getattr(self, "sd35_entries", None) else None
 
     def _search(self, stored, entries):
-        """(side path or None, merged scale or None, whether its columns were considered) for this LoRA,
-        kept on the layer for the patch entries it was found for."""
+        """The layer's new sd35_side_path_found for this LoRA (class docstring)."""
         layer = self.sd35_fp8_layer
         patched = self._patched(stored, torch.float32)
         # Under TorchCompileModel the layer is traced once, with its columns if it takes any.
@@ -91,8 +104,8 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
             # its few small tensors would otherwise pin the memory of the transients and
             # activations they land among (quant/kernels/tensor_arena.py)
             low_rank = low_rank.placed(layer.side_path_arena)
-        found = (low_rank, merged_scale, columns_now or not layer.lora_columns)
-        layer.sd35_side_path_found = (entries, *found)
+        found = (entries, low_rank, merged_scale, columns_now or not layer.lora_columns)
+        layer.sd35_side_path_found = found
         if eager_cuda:
             # The search's fp32 copies of the weight (several hundred MB for SD3.5 Large's
             # fc1) would stay in torch's cache for the whole run: under an 8 GiB cap with
@@ -105,8 +118,7 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
 
     def merged_scale(self, stored):
         """The scale of the weight this patch merges into (None where its LoRA stays beside the weight)."""
-        self.low_rank(stored)
-        return self.sd35_merged_scale
+        return self._found(stored)[2]
 
     def _patched(self, stored, compute):
         scale = self.sd35_fp8_layer.weight_scale.to(device=stored.device, dtype=compute)
@@ -118,7 +130,7 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
         if self.low_rank(weight) is not None:
             return weight
         compute = weight.dtype if weight.dtype in _FLOAT_DTYPES else torch.float32
-        stored = self._patched(weight, compute) / self.sd35_merged_scale.to(device=weight.device, dtype=compute)
+        stored = self._patched(weight, compute) / self.merged_scale(weight).to(device=weight.device, dtype=compute)
         if weight.dtype in _FLOAT_DTYPES:
             return stored
         return comfy.float.stochastic_rounding(stored, weight.dtype, seed=string_to_seed(self.key))
@@ -158,7 +170,7 @@ def weight_adapters(layer):
 
 
 def _beside(patch):
-    return isinstance(patch, ScaledLowVramPatch) and getattr(patch, "sd35_low_rank", None) is not None
+    return isinstance(patch, ScaledLowVramPatch) and patch.side_path() is not None
 
 
 @contextmanager
@@ -246,7 +258,7 @@ def _forget_side_path(layer):
     (ScaledLowVramPatch.low_rank). Kept, the side paths of a removed LoRA held VRAM that DynamicVRAM's
     8 GiB cap then lacked: on an H100, 15 more of SD3.5 Large's weights staged per step and 4.6% more GPU
     time than before the LoRA was added; let go here, 9 more and 2.4% (bench/analysis_lora.md, fortieth
-    session)."""
+    session), before the patch objects stopped holding them too."""
     if not torch.compiler.is_compiling() and "sd35_side_path_found" in layer.__dict__:
         del layer.__dict__["sd35_side_path_found"]
 

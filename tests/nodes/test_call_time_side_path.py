@@ -3,7 +3,8 @@ DynamicVRAM's cap is VRAM its weights cannot be staged in:
 - FP8 columns (quant/kernels/low_rank_columns.py) only where its calls join them into the GEMM: the context
   stream's few rows add the LoRA after it and never use them (about 80 MiB for a rank-16 LoRA on SD3.5
   Large's qkv and fc1);
-- the side path only while the LoRA is applied: a layer called without it lets go.
+- the side path only while the LoRA is applied: a layer called without it lets go, whoever still holds
+  the LoRA's patch object.
 The layer's calls are driven here as its forward drives them, minus the GEMM: the columns' own numerics are
 tested in tests/quant/kernels and, joined into the GEMM on a GPU, tests/gpu."""
 import gc
@@ -70,18 +71,19 @@ def test_a_layer_that_never_joins_columns_never_makes_them(pack):
 def test_a_layer_called_without_its_lora_lets_go_of_the_side_path(pack):
     import comfy.model_patcher
     layer = _layer_with_lora(triton_kernels=True)
-    entries = layer.weight_lowvram_function.patches
+    # 0.33's DynamicVRAM keeps the patch objects of a run in its pinned-memory registry after it
+    patch = layer.weight_lowvram_function
     low_rank, searches = _call(layer, MANY_ROWS)
     assert searches == 1 and low_rank.columns is not None
     kept = [weakref.ref(t) for t in (low_rank.up, low_rank.down, *low_rank.columns)]
     del low_rank
-    # 0.33's DynamicVRAM loads a model whose LoRA was removed with no patch on the layer
+    # and loads a model whose LoRA was removed with no patch on the layer
     layer.weight_lowvram_function = None
     unpatched, searches = _call(layer, MANY_ROWS)
     gc.collect()
     assert unpatched is None and searches == 0
     assert all(ref() is None for ref in kept)
     # the same LoRA applied again is searched again
-    layer.weight_lowvram_function = comfy.model_patcher.LowVramPatch(KEY, entries)
+    layer.weight_lowvram_function = comfy.model_patcher.LowVramPatch(KEY, patch.patches)
     again, searches = _call(layer, MANY_ROWS)
     assert searches == 1 and again is not None
