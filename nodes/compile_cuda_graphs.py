@@ -25,7 +25,10 @@ def cuda_graphs_refusal():
     """Why Inductor's CUDA graphs cannot run in this process, or None. ComfyUI's main.py starts torch with
     cudaMallocAsync on nearly every CUDA setup (its cuda_malloc module; always with CUDA 13), whose
     pools Inductor's CUDA graph trees cannot use: on an H100 with torch 2.11 they failed at the first
-    step ("cudaMallocAsync does not yet support checkPoolLiveAllocations"; pytorch/pytorch#158641, open)."""
+    step ("cudaMallocAsync does not yet support checkPoolLiveAllocations"; pytorch/pytorch#158641, open).
+    Inductor's CUDA graphs without trees (triton.cudagraph_trees off) failed there too, under DynamicVRAM:
+    "CUDA driver error: invalid argument" at the first kernel of the recording, then an abort in the
+    allocator's free."""
     if torch.cuda.is_available() and torch.cuda.get_allocator_backend() == "cudaMallocAsync":
         return ("TorchCompileModel with CUDA graphs needs PyTorch's native CUDA allocator, and this ComfyUI "
                 "runs cudaMallocAsync (its default), on which Inductor's CUDA graphs fail. Start ComfyUI with "
