@@ -57,36 +57,41 @@ class ScaledLowVramPatch(comfy.model_patcher.LowVramPatch):
         stays beside the weight. The columns are made for the first call that joins them: the context stream's
         few rows never do (about 80 MiB of VRAM for a rank-16 LoRA on SD3.5 Large's qkv and fc1)."""
         layer = self.sd35_fp8_layer
-        _, low_rank, merged_scale, columns_considered = self._found(stored)
+        entries, low_rank, merged_scale, columns_considered = self._found(stored)
         if rows is not None and not columns_considered:
             if (low_rank is not None and layer.lora_columns
                     and not adds_after_gemm(rows, layer.in_features)):
                 low_rank = low_rank.with_columns(layer.weight_scale)
                 if low_rank.columns is not None and _eager_cuda(stored):
                     low_rank = low_rank._replace(columns=low_rank.columns.placed(layer.side_path_arena))
-                layer.sd35_side_path_found = (layer.sd35_side_path_found[0], low_rank, merged_scale, True)
+                layer.sd35_side_path_found = (entries, low_rank, merged_scale, True)
         return low_rank
 
     def _found(self, stored):
         """The layer's sd35_side_path_found for this patch's LoRA, searched for where the layer has none for it."""
-        layer = self.sd35_fp8_layer
-        found = getattr(layer, "sd35_side_path_found", None)
-        if found is not None and found[0] is getattr(self, "sd35_entries", None):
-            return found
+        kept = self._kept()
+        if kept is not None:
+            return kept
         # 0.33's DynamicVRAM builds new patch objects at every load, i.e. every run: the layer keeps the side
         # path of the patch entries it was found for (the same tuples while the LoRA and its strength stay), so
         # a run with an unchanged LoRA does not search again. It stays until another replaces it or the layer
         # is called without a LoRA (_forget_side_path).
+        found = getattr(self.sd35_fp8_layer, "sd35_side_path_found", None)
         entries = tuple(self.patches[self.key])
         if found is None or len(found[0]) != len(entries) or any(a is not b for a, b in zip(found[0], entries)):
             found = self._search(stored, entries)
         self.sd35_entries = found[0]
         return found
 
+    def _kept(self):
+        """The layer's sd35_side_path_found where this patch has checked it is for its LoRA, else None."""
+        found = getattr(self.sd35_fp8_layer, "sd35_side_path_found", None)
+        return found if found is not None and found[0] is getattr(self, "sd35_entries", None) else None
+
     def side_path(self):
         """The side path this patch's LoRA rides on, or None: not searched yet, or merged."""
-        found = getattr(self.sd35_fp8_layer, "sd35_side_path_found", None)
-        return found[1] if found is not None and found[0] is getattr(self, "sd35_entries", None) else None
+        kept = self._kept()
+        return None if kept is None else kept[1]
 
     def _search(self, stored, entries):
         """The layer's new sd35_side_path_found for this LoRA (class docstring)."""
