@@ -28,9 +28,13 @@ COMPILED_LABELS = {True: " (TorchCompileModel)", "compiled": " (TorchCompileMode
 # thirty-seventh sessions' ran the code of the thirty-third (the column kernel joining the weight, the context
 # stream's down projection in the norm's launch) with the thirty-fourth's harness (comfy-aimdo's log level as
 # main.py sets it); the thirty-seventh's reran every 8 GiB table with it, and the thirty-ninth's again with the
-# allocator main.py chooses (cudaMallocAsync) in the environment. Tables of older code (analysis_lora.md says
-# which) come after them.
+# allocator main.py chooses (cudaMallocAsync) in the environment. The forty-first's timed and profiled ours FP8
+# at full VRAM on each host and profiled it under DynamicVRAM's cap, with the code of the fortieth (the columns only
+# where a call joins them, a removed LoRA's side paths let go). Tables of older code (analysis_lora.md says which)
+# come after them.
 CURRENT_SESSIONS = (
+    ("lora_033_DynamicVRAM41.json", "lora_033_DynamicVRAM_profiled41.json", "lora_033_DynamicVRAM_cap8_profiled41.json",
+     "lora_033_no_DynamicVRAM41.json", "lora_0375_41.json"),
     ("lora_033_DynamicVRAM_cap8_39.json", "lora_033_DynamicVRAM_references39.json",
      "lora_033_no_DynamicVRAM_cap8_39.json", "lora_0375_cap8_39.json"),
     ("lora_033_DynamicVRAM_cap8_37.json", "lora_033_DynamicVRAM_references37.json", "lora_033_no_DynamicVRAM37.json",
@@ -125,17 +129,20 @@ def per_round(cell):
 
 def verdicts(sessions):
     """Each criterion of the issue over every ours cell of every run (sessions: lists of runs, newest first): how
-    many hold. A LoRA's cost counts, for each host, cap and variant, in the newest session that timed it:
-    older timings of the same cells ran older code."""
+    many hold. A LoRA's cost counts, for each host, cap and variant, in the newest session that timed it (its
+    s/step) or profiled it (its GPU time): older measurements of the same cells ran older code."""
     growth, cost, cost_fastest, cost_gpu, removed, cap_speed = held = [], [], [], [], [], []
-    timed_later = set()
+    timed_later, profiled_later = set(), set()
     for session in sessions:
-        timed = {(run["label"], run["vram_cap_gib"], cell["variant"])
-                 for run in session for cell in run["results"] if not cell.get("compiled")}
+        cells = [(run["label"], run["vram_cap_gib"], cell) for run in session for cell in run["results"]
+                 if not cell.get("compiled")]
+        timed = {(label, cap, cell["variant"]) for label, cap, cell in cells if "profile_per_step" not in cell}
+        profiled = {(label, cap, cell["variant"]) for label, cap, cell in cells if "profile_per_step" in cell}
         for run in session:
-            for total, part in zip(held, _run_verdicts(run, timed_later)):
+            for total, part in zip(held, _run_verdicts(run, timed_later, profiled_later)):
                 total += part
         timed_later |= timed
+        profiled_later |= profiled
     rows = [(f"latent error with a LoRA within {ERROR_GROWTH} of the same variant without", growth),
             ("LoRA removed gives the unpatched output bit for bit", removed),
             (f"a LoRA costs at most {LORA_COST:.0%} s/step (the newest session's tables of each host)", cost),
@@ -147,17 +154,17 @@ def verdicts(sessions):
     return "\n".join(lines) + "\n"
 
 
-def _run_verdicts(run, timed_later):
+def _run_verdicts(run, timed_later, profiled_later):
     """verdicts' criteria over one run's cells: (growth, cost, cost_fastest, cost_gpu, removed, cap_speed), each a
-    list of whether a cell holds it; timed_later: the (host, cap, variant) a newer session timed, whose cost this
-    run's cells no longer count for."""
+    list of whether a cell holds it; timed_later, profiled_later: the (host, cap, variant) a newer session timed or
+    profiled, whose s/step or GPU-time cost this run's cells no longer count for."""
     growth, cost, cost_fastest, cost_gpu, removed, cap_speed = [], [], [], [], [], []
     cells = run["results"]
     for variant in ("ours_fp8", "ours_weight_only"):
         mine = [c for c in cells if c["variant"] == variant and not c.get("compiled") and "error" not in c]
         if not mine:
             continue
-        timed_again = (run["label"], run["vram_cap_gib"], variant) in timed_later
+        key = run["label"], run["vram_cap_gib"], variant
         base = mine[0]
         for cell in mine[1:]:
             if cell["lora"] == "LoRA removed":
@@ -166,18 +173,16 @@ def _run_verdicts(run, timed_later):
             # a capped run measures errors only against the references its full-VRAM run left
             if "latent_error" in cell and "latent_error" in base:
                 growth.append(cell["latent_error"] - base["latent_error"] <= ERROR_GROWTH)
-            if timed_again:
-                continue
-            if wall_times_compare(cell, base):
+            if key not in timed_later and wall_times_compare(cell, base):
                 cost.append(cell["s_per_step"] <= (1 + LORA_COST) * base["s_per_step"])
                 # a run cut short by its time limit leaves some cells with one round
                 if "s_per_step_rounds" in base and "s_per_step_rounds" in cell:
                     fastest, base_fastest = min(cell["s_per_step_rounds"]), min(base["s_per_step_rounds"])
                     cost_fastest.append(fastest <= (1 + LORA_COST) * base_fastest)
             cell_ms, base_ms = gpu_ms_per_step(cell), gpu_ms_per_step(base)
-            if cell_ms is not None and base_ms is not None:
+            if key not in profiled_later and cell_ms is not None and base_ms is not None:
                 cost_gpu.append(cell_ms <= (1 + LORA_COST) * base_ms)
-    if run["vram_cap_gib"]:
+    if run["vram_cap_gib"] and any(c["variant"] == "stock_fp8" for c in cells):
         # every state both ran, and the first run after each load
         for state in ("none", "one LoRA"):
             ours = next(c for c in cells if c["variant"] == "ours_fp8" and c["lora"] == state)

@@ -88,3 +88,25 @@ def test_a_run_cut_short_counts_its_single_round_cells_in_s_per_step_only(run):
     rows = _rows([[run]])
     assert rows[COST] == "1 of 2"
     assert rows["the same, fastest round against fastest round (tables with rounds)"] == "no cells measured yet"
+
+
+GPU_COST = "a LoRA costs at most 5% GPU time per step (profiled cells)"
+
+
+def test_a_newer_profiled_session_replaces_older_gpu_times_but_not_wall_times(run):
+    timed = dict(run, results=[_cell("none", 0.100), _cell("one LoRA", 0.104), _cell("two stacked", 0.103)])
+    profiled = dict(run, results=[_cell("none", 0.2, [100.0, 100.0]), _cell("one LoRA", 0.2, [106.0, 106.0])])
+    rows = _rows([[profiled], [timed, run]])
+    # the older session's wall times still count: the newer one only profiled this host
+    assert rows[COST] == "2 of 2"
+    # its GPU times replace the older session's (1 of 2 there)
+    assert rows[GPU_COST] == "0 of 1"
+
+
+def test_a_capped_run_of_ours_alone_leaves_the_comparison_with_stock_out(run):
+    run["vram_cap_gib"] = 8.0
+    run["results"].append(dict(_cell("LoRA removed", 0.16), bit_equal_to_none=True))
+    rows = _rows([[run]])
+    assert rows["under the 8 GiB cap, ours FP8 no slower than stock fp8_e4m3fn (first run, none, one LoRA)"] == \
+        "no cells measured yet"
+    assert rows["LoRA removed gives the unpatched output bit for bit"] == "1 of 1"
